@@ -1,0 +1,172 @@
+"""The one `legibility` command. Each verb is a typed function; `--help` is the documentation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.common.settings import LoggingSettings, StoreSettings
+
+app = typer.Typer(help="Legibility services: verifier, weak model and learner for legibility training.")
+proto_app = typer.Typer(help="Generate and check the Python gRPC stubs.")
+registry_app = typer.Typer(help="Read and watch model version records in Redis.")
+app.add_typer(proto_app, name="proto")
+app.add_typer(registry_app, name="registry")
+console = Console()
+
+RedisUrl = Annotated[str | None, typer.Option(help="Redis URL [env LEGIBILITY_REDIS_URL].")]
+
+
+def _store_settings(redis_url: str | None, artifact_root: Path | None = None) -> StoreSettings:
+    overrides: dict[str, object] = {}
+    if redis_url is not None:
+        overrides["redis_url"] = redis_url
+    if artifact_root is not None:
+        overrides["artifact_root"] = artifact_root
+    return StoreSettings(**overrides)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the run's report.")] = Path("runs"),
+    redis_url: RedisUrl = None,
+) -> None:
+    """Run the end-to-end demo: a local Redis, the registry and the services on loopback; writes a report."""
+    from services.demo import run_demo
+
+    settings = LoggingSettings()
+    from services.common.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, "demo")
+    asyncio.run(run_demo(out, redis_url))
+
+
+@app.command()
+def publish(
+    name: Annotated[str, typer.Argument(help="Model name in the registry, e.g. verifier.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory to store and publish.", exists=True)],
+    version: Annotated[int | None, typer.Option(help="Version to publish (default: current + 1).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric as key=value; repeatable.")] = None,
+    redis_url: RedisUrl = None,
+    artifact_root: Annotated[Path | None, typer.Option(help="[env LEGIBILITY_ARTIFACT_ROOT]")] = None,
+) -> None:
+    """Copy a checkpoint into the artifact store and publish it as a new version (refused if not higher)."""
+    from services.common.artifacts import ArtifactStore
+    from services.common.errors import DomainError
+    from services.common.publish import publish_checkpoint
+    from services.common.registry import VersionRegistry
+
+    settings = _store_settings(redis_url, artifact_root)
+    metrics: dict[str, float | int | str] = {}
+    for item in metric or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--metric")
+        metrics[key] = _number_or_text(value)
+
+    async def run() -> None:
+        client = settings.redis_client()
+        try:
+            record = await publish_checkpoint(
+                VersionRegistry(client),
+                ArtifactStore(settings.artifact_root),
+                name,
+                checkpoint,
+                version=version,
+                metrics=metrics,
+            )
+        finally:
+            await client.aclose()
+        console.print_json(record.to_json())
+
+    try:
+        asyncio.run(run())
+    except DomainError as error:
+        console.print(f"[red]refused:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+def _number_or_text(value: str) -> float | int | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+@registry_app.command("show")
+def registry_show(name: str, redis_url: RedisUrl = None) -> None:
+    """Print the current version record of a model (exit 1 if none)."""
+    from services.common.registry import VersionRegistry
+
+    async def run() -> str | None:
+        client = _store_settings(redis_url).redis_client()
+        try:
+            record = await VersionRegistry(client).current(name)
+        finally:
+            await client.aclose()
+        return None if record is None else record.to_json()
+
+    found = asyncio.run(run())
+    if found is None:
+        console.print(f"no version of {name!r} published")
+        raise typer.Exit(1)
+    console.print_json(found)
+
+
+@registry_app.command("watch")
+def registry_watch(
+    name: str,
+    redis_url: RedisUrl = None,
+    count: Annotated[int, typer.Option(help="Stop after this many records (0 = forever).")] = 0,
+) -> None:
+    """Print each new version record of a model as one JSON line, as replicas see them."""
+    from services.common.registry import VersionRegistry
+
+    settings = _store_settings(redis_url)
+
+    async def run() -> None:
+        client = settings.redis_client()
+        seen = 0
+        try:
+            async for record in VersionRegistry(client).watch(name, reconcile_interval_s=settings.reconcile_interval_s):
+                print(json.dumps(json.loads(record.to_json())), flush=True)
+                seen += 1
+                if count and seen >= count:
+                    return
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+@proto_app.command("generate")
+def proto_generate() -> None:
+    """Regenerate services/common/genproto from proto/ (needs the dev extras)."""
+    from services.common import protogen
+
+    for path in protogen.generate():
+        console.print(f"wrote {path.relative_to(protogen.REPO_ROOT)}")
+
+
+@proto_app.command("check")
+def proto_check() -> None:
+    """Fail if the committed stubs differ from what proto/ generates."""
+    from services.common import protogen
+
+    try:
+        protogen.check()
+    except protogen.StaleStubsError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    console.print("generated stubs are up to date")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,30 @@
+"""Publish a checkpoint directory: copy it into the artifact store, then compare-and-set its version record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.common.artifacts import ArtifactStore
+from services.common.registry import VersionRecord, VersionRegistry
+
+
+async def publish_checkpoint(
+    registry: VersionRegistry,
+    store: ArtifactStore,
+    name: str,
+    checkpoint_dir: Path,
+    *,
+    version: int | None = None,
+    metrics: dict[str, float | int | str] | None = None,
+) -> VersionRecord:
+    """Store checkpoint_dir as ``name`` at version (default: current + 1) and publish its record.
+
+    The store refuses an existing version directory and the registry refuses a version not higher than
+    the current one, so two racing publishers cannot both win.
+    """
+    if version is None:
+        current = await registry.current(name)
+        version = 1 if current is None else current.version + 1
+    stored = store.put_checkpoint(name, version, checkpoint_dir)
+    record = VersionRecord(name=name, version=version, uri=stored.uri, sha256=stored.sha256, metrics=metrics or {})
+    return await registry.publish(record)
