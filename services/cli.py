@@ -11,12 +11,16 @@ import typer
 from rich.console import Console
 
 from services.common.settings import LoggingSettings, StoreSettings
+from services.tasks.toy_models.cli import app as toy_app
 
 app = typer.Typer(help="Legibility services: verifier, weak model and learner for legibility training.")
 proto_app = typer.Typer(help="Generate and check the Python gRPC stubs.")
 registry_app = typer.Typer(help="Read and watch model version records in Redis.")
+serve_app = typer.Typer(help="Run a service until SIGTERM/SIGINT.")
 app.add_typer(proto_app, name="proto")
 app.add_typer(registry_app, name="registry")
+app.add_typer(serve_app, name="serve")
+app.add_typer(toy_app, name="toy")
 console = Console()
 
 RedisUrl = Annotated[str | None, typer.Option(help="Redis URL [env LEGIBILITY_REDIS_URL].")]
@@ -144,6 +148,18 @@ def registry_watch(
             await client.aclose()
 
     asyncio.run(run())
+
+
+# Flags go to the service's pydantic-settings parser, so `--help` lists every setting with its env variable.
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@serve_app.command("weak-model", context_settings=_PASS_THROUGH, add_help_option=False)
+def serve_weak_model(ctx: typer.Context) -> None:
+    """Serve the frozen weak model (Continue, LogProbs); `legibility serve weak-model --help` lists the flags."""
+    from services.weak_model.__main__ import main
+
+    main(ctx.args, prog="legibility serve weak-model")
 
 
 @proto_app.command("generate")

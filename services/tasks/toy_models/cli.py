@@ -1,0 +1,78 @@
+"""`legibility toy build | eval`: rebuild the bundled models, and measure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+app = typer.Typer(help="The toy world: bundled tiny weak, strong and verifier models.")
+
+
+@app.callback()
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+console = Console()
+
+
+@app.command()
+def build(
+    out: Annotated[Path, typer.Option(help="Folder that receives weak/, strong/ and verifier/.")] = MODELS_DIR,
+    shortened: Annotated[bool, typer.Option(help="Tiny schedules: checks the pipeline in a minute.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of problems, initialisation and sampling.")] = 0,
+) -> None:
+    """Train the three toy models from nothing (fixed seed, progress bars) and write their model cards."""
+    import dataclasses
+
+    from services.tasks.toy_models.build import build_toy_models
+    from services.tasks.toy_models.specs import DEFAULT_SPEC
+
+    spec = dataclasses.replace(DEFAULT_SPEC, seed=seed)
+    measured = build_toy_models(out, spec.shortened() if shortened else spec)
+    table = Table(title=f"toy models in {out}")
+    table.add_column("model")
+    table.add_column("measured")
+    for name, values in measured.items():
+        table.add_row(name, ", ".join(f"{k}={v:.3f}" for k, v in values.items()))
+    console.print(table)
+
+
+@app.command("eval")
+def evaluate(
+    models: Annotated[Path, typer.Option(help="Folder holding weak/, strong/ and verifier/.")] = MODELS_DIR,
+    problems: Annotated[int, typer.Option(help="Test problems to measure on.")] = 300,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Solo accuracy, jargon rate and handoff accuracy after plain vs jargon starts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.tasks import toy
+    from services.tasks.toy_models.evaluate import handoff_accuracy, sampled_jargon_rate, solo_accuracy
+
+    tokenizer = AutoTokenizer.from_pretrained(models / "weak")
+    weak = AutoModelForCausalLM.from_pretrained(models / "weak").eval()
+    strong = AutoModelForCausalLM.from_pretrained(models / "strong").eval()
+    test = toy.generate("test", problems, seed)
+    with console.status("measuring"):
+        rows = [
+            ("weak solo accuracy", solo_accuracy(weak, tokenizer, test)[0]),
+            ("strong solo accuracy", solo_accuracy(strong, tokenizer, test)[0]),
+            ("strong jargon rate (sampled)", sampled_jargon_rate(strong, tokenizer, test, seed)),
+            ("handoff accuracy, plain start", handoff_accuracy(strong, weak, tokenizer, test, "plain").accuracy),
+            ("handoff accuracy, jargon start", handoff_accuracy(strong, weak, tokenizer, test, "jargon").accuracy),
+        ]
+    table = Table(title=f"toy world, {problems} test problems (seed {seed})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in rows:
+        table.add_row(label, f"{value:.1%}")
+    console.print(table)
