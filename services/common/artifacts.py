@@ -75,6 +75,15 @@ def _copy_and_hash(src: Path, dst: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _manifest_entry(rel: str, digest: str, size: int) -> dict[str, Any]:
+    return {"path": rel, "sha256": digest, "size": size}
+
+
+def _manifest_bytes(entries: list[dict[str, Any]]) -> bytes:
+    """The canonical manifest of :func:`_manifest_entry` entries (sorted by path by the caller)."""
+    return canonical_json({"files": entries, "format": MANIFEST_FORMAT})
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -108,6 +117,22 @@ def _list_files(directory: Path, *, follow_file_symlinks: bool) -> list[str]:
                 raise ArtifactError(f"{rel}: not a regular file")
             found.append(rel)
     return sorted(found)
+
+
+def directory_sha256(path: Path) -> str:
+    """The manifest sha256 that :meth:`ArtifactStore.put_checkpoint` would record for the directory ``path``.
+
+    A top-level ``MANIFEST.json`` is skipped, so the hash of a stored checkpoint equals its version record's.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: checkpoint directory does not exist")
+    entries = []
+    for rel in _list_files(path, follow_file_symlinks=True):
+        if rel == MANIFEST_NAME:
+            continue
+        entries.append(_manifest_entry(rel, *_sha256_file(path / rel)))
+    return hashlib.sha256(_manifest_bytes(entries)).hexdigest()
 
 
 class ArtifactStore:
@@ -155,9 +180,8 @@ class ArtifactStore:
         try:
             entries = []
             for rel in files:
-                digest, size = _copy_and_hash(src_dir / rel, tmp / rel)
-                entries.append({"path": rel, "sha256": digest, "size": size})
-            manifest = canonical_json({"files": entries, "format": MANIFEST_FORMAT})
+                entries.append(_manifest_entry(rel, *_copy_and_hash(src_dir / rel, tmp / rel)))
+            manifest = _manifest_bytes(entries)
             with (tmp / MANIFEST_NAME).open("xb") as fh:
                 fh.write(manifest)
                 fh.flush()

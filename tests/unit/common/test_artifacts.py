@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.artifacts import MANIFEST_NAME, ArtifactStore
+from services.common.artifacts import MANIFEST_NAME, ArtifactStore, directory_sha256
 from services.common.errors import ArtifactError
 
 
@@ -180,3 +180,15 @@ def test_bad_names_and_sources_are_refused(store: ArtifactStore, tmp_path: Path)
     with pytest.raises(ArtifactError, match="reserved"):
         store.put_checkpoint("verifier", 1, bad)
     assert not (store.root / "verifier" / "v000001").exists()
+
+
+def test_directory_sha256_is_what_put_checkpoint_records(store: ArtifactStore, tmp_path: Path) -> None:
+    src = make_checkpoint(tmp_path / "src")
+    stored = store.put_checkpoint("weak", 1, src)
+    assert directory_sha256(src) == stored.sha256
+    # A stored checkpoint hashes to its own record too: its MANIFEST.json is not part of the manifest.
+    assert directory_sha256(stored.path) == stored.sha256
+    (src / "config.json").write_text('{"hidden": 9}')
+    assert directory_sha256(src) != stored.sha256
+    with pytest.raises(ArtifactError, match="does not exist"):
+        directory_sha256(tmp_path / "missing")

@@ -1,0 +1,38 @@
+"""``legibility serve weak-model`` / ``python -m services.weak_model``: config → server → serve until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from services.common.errors import ArtifactError
+from services.common.logs import configure_logging
+from services.weak_model.app import start_weak_model
+from services.weak_model.settings import WeakModelSettings
+
+log = logging.getLogger("services.weak_model")
+
+
+async def serve(settings: WeakModelSettings) -> None:
+    """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+    app = await start_weak_model(settings)
+    try:
+        await app.server.run_until_signal()
+    finally:
+        await app.engine.close()
+
+
+def main(args: list[str] | None = None, prog: str = "python -m services.weak_model") -> None:
+    """Parse flags (``--help`` lists every setting) and serve; exit 1 when the weights are refused."""
+    settings = WeakModelSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
+    configure_logging(settings.log_level, settings.log_format, "weak_model")
+    try:
+        asyncio.run(serve(settings))
+    except (ArtifactError, NotImplementedError) as error:
+        log.error("refusing to start: %s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The engine boundary: one small Protocol that the transformers and vLLM engines implement, and plain dataclasses.
+
+No protobuf crosses it: the servicer tokenises and validates, hands engines token ids, and builds responses.
+Engines must agree on semantics so results match across them:
+
+- a continuation ends where :mod:`services.weak_model.boundaries` says, given the generated tokens' texts;
+- ``logprobs`` are under the unmodified distribution (temperature 1, no top-p), for kept tokens only;
+- EOS is never part of ``token_ids``; generation also stops when prefix + generated fills the context window;
+- LogProbs with an empty context scores the text after :attr:`WeakEngine.bos_token_id`;
+- a temperature below :data:`GREEDY_BELOW` is greedy (vLLM's rule), so tiny temperatures cannot overflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from services.weak_model.boundaries import FinishReason, StopRule
+
+GREEDY_BELOW = 1e-5
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Which weights an engine serves (the service turns this into a ``ModelInfo``)."""
+
+    name: str
+    version: int  # registry version; 0 for a plain path
+    sha256: str  # manifest sha256 (services.common.artifacts.directory_sha256)
+    loaded_at: datetime
+    uri: str  # artifact://name/v000002 or a local path
+
+
+@dataclass(frozen=True)
+class ContinueRequest:
+    """One prefix to continue."""
+
+    prefix_ids: tuple[int, ...]
+    rule: StopRule
+    temperature: float = 0.0  # below GREEDY_BELOW = greedy
+    top_p: float = 1.0
+    seed: int | None = None  # None = unseeded sampling
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The generated tokens of one request, cut where the rule says."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: FinishReason
+    matched_stop: str
+    prefix_tokens: int
+
+
+@dataclass(frozen=True)
+class LogProbsRequest:
+    """Score ``text_ids`` after ``context_ids`` (which may be empty)."""
+
+    context_ids: tuple[int, ...]
+    text_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TextLogProbs:
+    """Per-token log-probs of one text and their mean."""
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    mean_logprob: float
+    tokens: tuple[str, ...]
+
+
+@runtime_checkable
+class WeakEngine(Protocol):
+    """A frozen causal LM behind Continue and LogProbs; calls from many coroutines may overlap."""
+
+    @property
+    def weights(self) -> WeightsInfo: ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Valid token ids are ``0 <= id < vocab_size``."""
+        ...
+
+    @property
+    def context_window(self) -> int:
+        """Most tokens (prefix + generated, or context + text) one sequence may hold."""
+        ...
+
+    @property
+    def bos_token_id(self) -> int:
+        """What an empty LogProbs context is replaced by, so the first text token has something to follow."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Items admitted and not yet running; admission refuses with Overloaded past the configured limit."""
+        ...
+
+    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        """Token ids of ``text``; prefixes and contexts use the tokenizer's special tokens, scored texts do not."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        """The decoded text of each token on its own (what boundaries are decided on)."""
+        ...
+
+    async def start(self) -> None:
+        """Start background workers (micro-batchers); called once before serving."""
+        ...
+
+    async def close(self) -> None:
+        """Stop workers; calls still waiting fail with NotReady."""
+        ...
+
+    async def continue_batch(self, requests: Sequence[ContinueRequest]) -> list[Continuation]:
+        """One continuation per request, in order. Raises Overloaded when the queue is full."""
+        ...
+
+    async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
+        """Log-probs of each text given its context, in order. Raises Overloaded when the queue is full."""
+        ...

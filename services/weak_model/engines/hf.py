@@ -1,0 +1,187 @@
+"""The transformers engine: one frozen float32 model on CPU (or wherever torch puts it), micro-batched.
+
+Concurrent Continue calls are merged by one MicroBatcher, LogProbs calls by another; a lock keeps their model
+calls from running at the same time, and the model runs in a worker thread so the event loop (health checks,
+admission) stays responsive while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from services.common.batching import MicroBatcher
+from services.weak_model.engine import (
+    Continuation,
+    ContinueRequest,
+    LogProbsRequest,
+    TextLogProbs,
+    WeightsInfo,
+)
+from services.weak_model.engines import hf_decoding
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class HFEngine:
+    """A :class:`~services.weak_model.engine.WeakEngine` backed by ``AutoModelForCausalLM``."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        weights: WeightsInfo,
+        *,
+        max_batch_size: int,
+        max_delay_ms: float,
+        max_queue_size: int,
+        torch_threads: int,
+    ) -> None:
+        self._model = model.eval()
+        self._tokenizer = tokenizer
+        self._weights = weights
+        self._vocab_size = min(len(tokenizer), model.config.vocab_size)
+        self._context_window = _context_window(model, tokenizer)
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        self._eos_ids = frozenset(eos_ids)
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if bos is None:
+            raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
+        self._bos_id = int(bos)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._bos_id
+        self._pad_id = int(pad)  # its value never matters: padded positions are masked out
+        # Decoded once: boundaries are decided on each token's own text at every step.
+        width = model.get_output_embeddings().weight.shape[0]
+        known = tokenizer.batch_decode([[i] for i in range(self._vocab_size)], **_DECODE)
+        self._pieces = known + [""] * (width - len(known))
+        # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
+        self._torch_threads = torch_threads
+        self._lock = asyncio.Lock()
+        knobs = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_size": max_queue_size}
+        self._continue = MicroBatcher[ContinueRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
+        self._logprobs = MicroBatcher[LogProbsRequest, TextLogProbs]("weak_model.logprobs", self._run_logprobs, **knobs)
+
+    @property
+    def weights(self) -> WeightsInfo:
+        return self._weights
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def context_window(self) -> int:
+        return self._context_window
+
+    @property
+    def bos_token_id(self) -> int:
+        return self._bos_id
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting in both batchers."""
+        return self._continue.queue_depth + self._logprobs.queue_depth
+
+    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), **_DECODE))
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return [self._pieces[i] for i in token_ids]
+
+    async def start(self) -> None:
+        await self._continue.start()
+        await self._logprobs.start()
+
+    async def close(self) -> None:
+        await self._continue.stop()
+        await self._logprobs.stop()
+
+    async def continue_batch(self, requests: Sequence[ContinueRequest]) -> list[Continuation]:
+        return await self._continue.submit_many(requests)
+
+    async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
+        return await self._logprobs.submit_many(requests)
+
+    def _in_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run ``fn`` in an executor thread with the configured torch thread count."""
+        if torch.get_num_threads() != self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+        return fn(*args, **kwargs)
+
+    async def _run_continue(self, requests: list[ContinueRequest]) -> list[Continuation]:
+        async with self._lock:
+            generated = await asyncio.to_thread(
+                self._in_thread,
+                hf_decoding.generate,
+                self._model,
+                requests,
+                pieces=self._pieces,
+                eos_ids=self._eos_ids,
+                pad_id=self._pad_id,
+                context_window=self._context_window,
+            )
+        return [
+            Continuation(
+                text=self.decode(g.token_ids),
+                token_ids=tuple(g.token_ids),
+                logprobs=tuple(g.logprobs),
+                finish_reason=g.ending.reason,
+                matched_stop=g.ending.matched_stop,
+                prefix_tokens=len(r.prefix_ids),
+            )
+            for r, g in zip(requests, generated, strict=True)
+        ]
+
+    async def _run_logprobs(self, requests: list[LogProbsRequest]) -> list[TextLogProbs]:
+        async with self._lock:
+            scored = await asyncio.to_thread(
+                self._in_thread, hf_decoding.score, self._model, requests, pad_id=self._pad_id, bos_id=self._bos_id
+            )
+        return [
+            TextLogProbs(
+                token_ids=r.text_ids,
+                logprobs=tuple(lps),
+                mean_logprob=math.fsum(lps) / len(lps),
+                tokens=tuple(self.token_texts(r.text_ids)),
+            )
+            for r, lps in zip(requests, scored, strict=True)
+        ]
+
+
+def load_pretrained(path: Path, *, torch_threads: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer from ``path``, loaded once: float32, eval mode, no gradients."""
+    torch.set_num_threads(torch_threads)
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.requires_grad_(False)
+    log.info("loaded %s (%d parameters) with %d torch threads", path, model.num_parameters(), torch_threads)
+    return model.eval(), tokenizer
+
+
+# Decoding never drops special tokens or rewrites spaces: the text must match the token ids exactly.
+_DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+
+
+def _context_window(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The model's position limit, or the tokenizer's when the config has none (rotary models may not)."""
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
+    if not usable:
+        raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
+    return min(usable)

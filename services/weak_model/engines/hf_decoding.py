@@ -1,0 +1,164 @@
+"""Batched, KV-cached decoding and scoring with a transformers causal LM (blocking; run it in a thread).
+
+A manual loop rather than ``generate``: each row stops exactly where its :class:`BoundaryScanner` says, records
+the log-prob of its token under the unmodified distribution, and samples from its own ``torch.Generator`` so a
+seeded item gives the same tokens whichever batch it lands in. Finished rows leave the batch (and the KV cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from services.weak_model.boundaries import BoundaryScanner, Ending
+from services.weak_model.engine import GREEDY_BELOW, ContinueRequest, LogProbsRequest
+
+
+@dataclass
+class Generated:
+    """Kept token ids and their log-probs, and why the row ended."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    ending: Ending
+
+
+@dataclass
+class _Row:
+    request: ContinueRequest
+    scanner: BoundaryScanner
+    generator: torch.Generator | None
+    budget: int  # tokens this row may generate: the rule's need, capped by the context window
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    ending: Ending | None = None
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input ids, attention mask and position ids of left-padded rows (positions start at 0 in every row)."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+def _new_generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()  # fresh entropy: unseeded requests differ
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _choose(logits: torch.Tensor, request: ContinueRequest, generator: torch.Generator | None) -> int:
+    """Greedy at temperature ~0, else a sample from the temperature-scaled, nucleus-filtered distribution."""
+    if request.temperature < GREEDY_BELOW:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / request.temperature, dim=-1)
+    if request.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        # Keep the smallest head whose mass reaches top_p: a token stays if the mass before it is below top_p.
+        sorted_probs[(sorted_probs.cumsum(-1) - sorted_probs) >= request.top_p] = 0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel,
+    requests: Sequence[ContinueRequest],
+    *,
+    pieces: Sequence[str],
+    eos_ids: frozenset[int],
+    pad_id: int,
+    context_window: int,
+) -> list[Generated]:
+    """Continue every request until its rule ends it; ``pieces[id]`` is the decoded text of token ``id``."""
+    rows = [
+        _Row(
+            request=r,
+            scanner=BoundaryScanner(r.rule),
+            generator=None if r.temperature < GREEDY_BELOW else _new_generator(r.seed),
+            budget=min(r.rule.tokens_needed, context_window - len(r.prefix_ids)),
+        )
+        for r in requests
+    ]
+    if any(row.budget < 1 for row in rows):  # validation refuses these; an engine caller might not
+        raise ValueError(f"a prefix leaves no room to generate in the {context_window}-token context window")
+    ids, mask, positions = _left_pad([r.prefix_ids for r in requests], pad_id)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+    next_position = torch.tensor([len(r.prefix_ids) for r in requests], dtype=torch.long)
+    active = list(range(len(rows)))  # row index of each slot in the current batch tensors
+    while True:
+        logprobs = torch.log_softmax(logits, dim=-1)
+        fed: list[int] = []
+        still: list[int] = []
+        for slot, index in enumerate(active):
+            row = rows[index]
+            token = _choose(logits[slot], row.request, row.generator)
+            if token in eos_ids:
+                row.ending = row.scanner.finish(eos=True)
+                continue
+            row.ids.append(token)
+            row.logprobs.append(float(logprobs[slot, token]))
+            row.ending = row.scanner.push(pieces[token])
+            if row.ending is None and len(row.ids) >= row.budget:
+                row.ending = row.scanner.finish(eos=False)
+            if row.ending is None:
+                still.append(slot)
+                fed.append(token)
+        if not still:
+            break
+        if len(still) < len(active):  # drop finished rows so they cost nothing from here on
+            keep = torch.tensor(still, dtype=torch.long)
+            cache.batch_select_indices(keep)
+            mask, next_position = mask[keep], next_position[keep]
+            active = [active[slot] for slot in still]
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+        out = model(
+            input_ids=torch.tensor(fed, dtype=torch.long)[:, None],
+            attention_mask=mask,
+            position_ids=next_position[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+        next_position = next_position + 1
+    results = []
+    for row in rows:
+        assert row.ending is not None
+        kept = row.ending.kept
+        results.append(Generated(row.ids[:kept], row.logprobs[:kept], row.ending))
+    return results
+
+
+@torch.inference_mode()
+def score(
+    model: PreTrainedModel, requests: Sequence[LogProbsRequest], *, pad_id: int, bos_id: int
+) -> list[list[float]]:
+    """Log-prob of every text token given its context (an empty context becomes ``[bos_id]``), one forward pass."""
+    contexts = [list(r.context_ids) or [bos_id] for r in requests]
+    ids, mask, positions = _left_pad([c + list(r.text_ids) for c, r in zip(contexts, requests, strict=True)], pad_id)
+    longest_text = max(len(r.text_ids) for r in requests)
+    # Logits only where needed: the position before each text token, i.e. the last longest_text + 1 positions.
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=longest_text + 1
+    )
+    logits = out.logits.float()
+    results = []
+    for i, request in enumerate(requests):
+        n = len(request.text_ids)
+        predicting = logits[i, -n - 1 : -1]  # the logits at position t predict token t + 1
+        targets = torch.tensor(request.text_ids, dtype=torch.long)[:, None]
+        results.append(torch.log_softmax(predicting, dim=-1).gather(-1, targets)[:, 0].tolist())
+    return results

@@ -1,0 +1,41 @@
+"""Weak-model service settings: ``LEGIBILITY_*`` environment variables and ``legibility serve weak-model`` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from services.common.settings import ServerSettings, StoreSettings
+
+BUNDLED_WEAK_MODEL = Path(__file__).resolve().parents[2] / "models" / "weak"
+
+
+class WeakModelSettings(ServerSettings, StoreSettings):
+    """Serve a frozen weak LM behind Continue and LogProbs."""
+
+    port: int = Field(50052, ge=0, le=65535)
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int = Field(9092, ge=0, le=65535)
+    """Prometheus /metrics HTTP port, separate from gRPC; 0 picks a free one."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Inference engine: hf (transformers, batched KV-cached generation) or vllm."""
+    model_path: Path = BUNDLED_WEAK_MODEL
+    """Checkpoint directory (transformers format) to serve when registry_version is not set."""
+    model_name: str = "weak"
+    """Name reported in ModelInfo and looked up in the registry."""
+    registry_version: int | None = Field(None, ge=0)
+    """Load this version of model_name from the registry and artifact store instead of model_path; 0 = current."""
+    expected_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Refuse to start unless the weights' manifest sha256 equals this."""
+    max_new_tokens_cap: int = Field(256, ge=1)
+    """Largest max_new_tokens a Continue item may ask for."""
+    max_batch_size: int = Field(32, ge=1)
+    """Most items per model call; concurrent requests are merged up to this."""
+    max_delay_ms: float = Field(5.0, ge=0)
+    """How long the first waiting item waits for others to join its batch."""
+    max_queue_size: int = Field(256, ge=1)
+    """Most items waiting per RPC kind; past it, RESOURCE_EXHAUSTED at once. Also the most items per request."""
+    torch_threads: int = Field(1, ge=1)
+    """torch intra-op threads (the transformers engine)."""
