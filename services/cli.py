@@ -12,15 +12,19 @@ from rich.console import Console
 
 from services.common.settings import LoggingSettings, StoreSettings
 from services.tasks.toy_models.cli import app as toy_app
+from services.weak_model.bench import bench_weak_model
 
 app = typer.Typer(help="Legibility services: verifier, weak model and learner for legibility training.")
 proto_app = typer.Typer(help="Generate and check the Python gRPC stubs.")
 registry_app = typer.Typer(help="Read and watch model version records in Redis.")
 serve_app = typer.Typer(help="Run a service until SIGTERM/SIGINT.")
+bench_app = typer.Typer(help="Measure the services' throughput.")
 app.add_typer(proto_app, name="proto")
 app.add_typer(registry_app, name="registry")
 app.add_typer(serve_app, name="serve")
 app.add_typer(toy_app, name="toy")
+app.add_typer(bench_app, name="bench")
+bench_app.command("weak-model")(bench_weak_model)
 console = Console()
 
 RedisUrl = Annotated[str | None, typer.Option(help="Redis URL [env LEGIBILITY_REDIS_URL].")]

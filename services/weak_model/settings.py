@@ -20,7 +20,7 @@ class WeakModelSettings(ServerSettings, StoreSettings):
     metrics_port: int = Field(9092, ge=0, le=65535)
     """Prometheus /metrics HTTP port, separate from gRPC; 0 picks a free one."""
     engine: Literal["hf", "vllm"] = "hf"
-    """Inference engine: hf (transformers, batched KV-cached generation) or vllm."""
+    """Inference engine: hf (transformers, batched KV-cached generation) or vllm (vLLM's AsyncLLM)."""
     model_path: Path = BUNDLED_WEAK_MODEL
     """Checkpoint directory (transformers format) to serve when registry_version is not set."""
     model_name: str = "weak"
@@ -32,10 +32,12 @@ class WeakModelSettings(ServerSettings, StoreSettings):
     max_new_tokens_cap: int = Field(256, ge=1)
     """Largest max_new_tokens a Continue item may ask for."""
     max_batch_size: int = Field(32, ge=1)
-    """Most items per model call; concurrent requests are merged up to this."""
+    """Most items per model call; concurrent requests are merged up to this (vllm: most running sequences)."""
     max_delay_ms: float = Field(5.0, ge=0)
     """How long the first waiting item waits for others to join its batch."""
     max_queue_size: int = Field(256, ge=1)
     """Most items waiting per RPC kind; past it, RESOURCE_EXHAUSTED at once. Also the most items per request."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads (the transformers engine)."""
+    vllm_seed: int = Field(0, ge=0)
+    """vLLM engine seed (unseeded sampling); per-item seeds still give reproducible items."""

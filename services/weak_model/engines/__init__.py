@@ -24,4 +24,16 @@ def load_engine(settings: WeakModelSettings, weights: VerifiedWeights) -> WeakEn
             max_queue_size=settings.max_queue_size,
             torch_threads=settings.torch_threads,
         )
-    raise NotImplementedError(f"engine {settings.engine!r} is not available yet; use --engine hf")
+    if settings.engine == "vllm":
+        from services.weak_model.engines.vllm import VLLMEngine
+
+        engine = VLLMEngine(
+            weights.path,
+            weights.info(datetime.now(UTC)),
+            max_batch_size=settings.max_batch_size,
+            max_queue_size=settings.max_queue_size,
+            seed=settings.vllm_seed,
+        )
+        engine.load()
+        return engine
+    raise NotImplementedError(f"engine {settings.engine!r} is not available; use --engine hf or vllm")

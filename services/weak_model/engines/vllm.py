@@ -1,0 +1,443 @@
+"""The vLLM engine: the same frozen weights behind vLLM's ``AsyncLLM`` (v1 engine, continuous batching).
+
+Results match the transformers engine: vLLM generates with approximate stops — stop strings that fire at the
+boundary's lookahead or later, plus the rule's own stop strings and max_tokens = what the rule may need — and
+:func:`~services.weak_model.boundaries.first_end` / :func:`~services.weak_model.boundaries.find_end` cut the
+generated token texts exactly where :class:`~services.weak_model.boundaries.BoundaryScanner` cuts them in the
+transformers loop. When a stop string fired before the rule could decide (a WORD continuation whose first token
+starts with whitespace, whitespace inside a subword token), generation goes on from prefix + generated.
+
+- Log-probs come from vLLM with ``logprobs_mode="raw_logprobs"``: the sampled token's log-prob under the model's
+  unmodified distribution (no temperature, no top-p), as the transformers engine reports them.
+- EOS: every id of the generation config's and the tokenizer's EOS is a stop token id; it is never kept. No
+  ``min_tokens``: it would mask EOS at the first step, where the transformers engine lets EOS end a continuation
+  before its first token (the bundled model does so after a finished solution).
+- LogProbs: ``prompt_logprobs=0`` over (context or [BOS]) + text minus its last token, which is then generated with
+  ``allowed_token_ids`` = [that token] for its raw log-prob (so a context + text filling the window still fits).
+- Admission: requests go straight into vLLM (continuous batching, at most ``max_batch_size`` running sequences);
+  items beyond those count as waiting (:attr:`VLLMEngine.queue_depth`) and past ``max_queue_size`` waiting items a
+  request gets :class:`~services.common.errors.Overloaded` at once, all of its items or none, like the
+  transformers engine's micro-batcher.
+
+vLLM runs its engine core in a child process (``spawn`` on CPU): whatever starts this engine must be importable
+without side effects, i.e. a script starts it under ``if __name__ == "__main__":`` (the CLI and pytest do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import NotReady, Overloaded
+from services.weak_model.boundaries import SENTENCE_END, Boundary, Ending, StopRule, find_end, first_end
+from services.weak_model.engine import (
+    GREEDY_BELOW,
+    Continuation,
+    ContinueRequest,
+    LogProbsRequest,
+    TextLogProbs,
+    WeightsInfo,
+)
+
+log = logging.getLogger(__name__)
+
+# Decoding never drops special tokens or rewrites spaces: the text must match the token ids exactly.
+_DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+_SEED_STRIDE = 0x9E3779B97F4A7C15  # later rounds of a seeded continuation use seed + round * stride (mod 2**63)
+
+
+def engine_args(
+    path: Path, *, context_window: int, seed: int, max_num_seqs: int, device: str = "cpu"
+) -> Any:  # vllm.AsyncEngineArgs, imported lazily (importing vllm takes seconds)
+    """The AsyncLLM configuration the service uses (and the benchmark measures raw)."""
+    from vllm import AsyncEngineArgs
+
+    cpu = device == "cpu"
+    if cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; the default takes far more
+        os.environ[PAD_HEADS_ENV] = "1"  # read by the worker processes vLLM starts
+    return AsyncEngineArgs(
+        model=str(path),
+        tokenizer=str(path),
+        dtype="float32",
+        seed=seed,
+        max_model_len=context_window,
+        max_num_seqs=max_num_seqs,
+        enable_prefix_caching=True,
+        enforce_eager=cpu,
+        worker_extension_cls=f"{__name__}.{PaddedHeadsWorkerExtension.__name__}" if cpu else "",
+        logprobs_mode="raw_logprobs",
+        disable_log_stats=True,
+    )
+
+
+# -- heads narrower than the CPU attention kernels support --------------------------------------------------------
+#
+# vLLM's CPU attention supports head sizes 32, 64, 80, ... only; the bundled toy models have 16-wide heads (64 wide,
+# 4 heads) and fail at the first forward pass ("Unsupported CPU attention configuration: head_dim=16"). The fix is
+# exact: zero-pad each head's query, key and value to the next supported size, keep the softmax scale
+# 1/sqrt(real head size) (zeros add nothing to q.k), and drop the padded value columns after attention. Only the
+# attention kernel sees the wider heads; weights, shapes and results are the model's own. It is applied to GPT-2 in
+# vLLM's worker processes, which import this module as their worker extension (``worker_extension_cls``) when the
+# environment variable below is set.
+
+PAD_HEADS_ENV = "LEGIBILITY_VLLM_PAD_HEADS"
+
+
+class PaddedHeadsWorkerExtension:
+    """Worker extension whose only job is importing this module in vLLM's worker processes (see above)."""
+
+
+def _supported_head_size(head_dim: int) -> int:
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    sizes = sorted(CPUAttentionBackend.get_supported_head_sizes())
+    if head_dim in sizes:
+        return head_dim
+    wider = [size for size in sizes if size > head_dim]
+    if not wider:
+        raise ValueError(f"no CPU attention kernel for head size {head_dim}")
+    return wider[0]
+
+
+def pad_gpt2_heads() -> None:
+    """Make vLLM's GPT-2 attention run heads of unsupported sizes zero-padded to a supported size (exact)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+    from vllm.model_executor.layers.attention import Attention
+    from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
+    from vllm.model_executor.models import gpt2
+
+    if getattr(gpt2.GPT2Attention, "legibility_padded", False):
+        return
+
+    class PaddedHeadsGPT2Attention(nn.Module):
+        legibility_padded = True
+
+        def __init__(self, config: Any, cache_config: Any = None, quant_config: Any = None, prefix: str = "") -> None:
+            super().__init__()
+            world = gpt2.get_tensor_model_parallel_world_size()
+            self.hidden_size = config.hidden_size
+            total_heads = config.num_attention_heads
+            self.num_heads = total_heads // world
+            self.head_dim = self.hidden_size // total_heads
+            self.padded_dim = _supported_head_size(self.head_dim)
+            self.c_attn = QKVParallelLinear(
+                self.hidden_size, self.head_dim, total_heads, bias=True, quant_config=quant_config,
+                prefix=f"{prefix}.c_attn",
+            )  # fmt: skip
+            self.c_proj = RowParallelLinear(
+                self.hidden_size, self.hidden_size, bias=True, quant_config=quant_config, prefix=f"{prefix}.c_proj"
+            )
+            self.attn = Attention(
+                self.num_heads,
+                self.padded_dim,
+                scale=self.head_dim**-0.5,
+                cache_config=cache_config,
+                quant_config=quant_config,
+                prefix=f"{prefix}.attn",
+            )
+
+        def _pad(self, x: torch.Tensor) -> torch.Tensor:
+            if self.padded_dim == self.head_dim:
+                return x
+            heads = x.reshape(x.shape[0], self.num_heads, self.head_dim)
+            return functional.pad(heads, (0, self.padded_dim - self.head_dim)).reshape(x.shape[0], -1)
+
+        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            qkv, _ = self.c_attn(hidden_states)
+            q, k, v = qkv.chunk(chunks=3, dim=-1)
+            out = self.attn(self._pad(q), self._pad(k), self._pad(v))
+            if self.padded_dim != self.head_dim:
+                out = out.reshape(out.shape[0], self.num_heads, self.padded_dim)[..., : self.head_dim]
+                out = out.reshape(out.shape[0], -1)
+            out, _ = self.c_proj(out)
+            return out
+
+    gpt2.GPT2Attention = PaddedHeadsGPT2Attention  # type: ignore[misc]
+
+
+if os.environ.get(PAD_HEADS_ENV) == "1":  # a vLLM worker process of this engine (see above)
+    pad_gpt2_heads()
+
+
+def start_async_llm(args: Any) -> Any:
+    """``AsyncLLM.from_engine_args(args)`` (blocking: starts the engine-core process, loads the weights)."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(args)
+
+
+class VLLMEngine:
+    """A :class:`~services.weak_model.engine.WeakEngine` backed by vLLM's ``AsyncLLM``."""
+
+    def __init__(
+        self,
+        path: Path,
+        weights: WeightsInfo,
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+        seed: int = 0,
+    ) -> None:
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        self._path = path
+        self._weights = weights
+        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+        try:
+            generation = GenerationConfig.from_pretrained(path)
+        except OSError:
+            generation = GenerationConfig.from_model_config(config)
+        tokenizer = self._tokenizer
+        self._vocab_size = min(len(tokenizer), int(config.vocab_size))
+        self._context_window = context_window(config, tokenizer)
+        eos = generation.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        self._eos_ids = frozenset(int(i) for i in eos_ids)
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if bos is None:
+            raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
+        self._bos_id = int(bos)
+        known = tokenizer.batch_decode([[i] for i in range(self._vocab_size)], **_DECODE)
+        self._pieces = known + [""] * (int(config.vocab_size) - len(known))
+        # Whitespace that can start a token: WORD/SENTENCE lookaheads are tokens starting with one of these.
+        self._spaces = sorted({piece[0] for piece in self._pieces if piece[:1].isspace()})
+        self._max_batch_size = max_batch_size
+        self._max_queue_size = max_queue_size
+        self._seed = seed
+        self._inflight = 0
+        self._ids = itertools.count()
+        self._llm: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- the Protocol's properties and tokenizer helpers ------------------------------------------------------
+
+    @property
+    def weights(self) -> WeightsInfo:
+        return self._weights
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def context_window(self) -> int:
+        return self._context_window
+
+    @property
+    def bos_token_id(self) -> int:
+        return self._bos_id
+
+    @property
+    def queue_depth(self) -> int:
+        """Admitted items beyond the ``max_batch_size`` that vLLM runs at once."""
+        return max(0, self._inflight - self._max_batch_size)
+
+    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), **_DECODE))
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return [self._pieces[i] for i in token_ids]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Start the AsyncLLM (blocking, tens of seconds on CPU: call it in a thread)."""
+        if self._llm is None:
+            args = engine_args(
+                self._path, context_window=self._context_window, seed=self._seed, max_num_seqs=self._max_batch_size
+            )
+            self._llm = start_async_llm(args)
+            log.info("vLLM engine started on %s", self._path)
+
+    async def start(self) -> None:
+        if self._llm is None:
+            await asyncio.to_thread(self.load)
+
+    async def close(self) -> None:
+        """Fail what is running with NotReady, then shut the engine-core process down."""
+        llm, self._llm = self._llm, None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if llm is not None:
+            llm.shutdown()
+            del llm
+            gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit
+            log.info("vLLM engine stopped")
+
+    # -- admission ---------------------------------------------------------------------------------------------
+
+    async def _admitted(self, name: str, items: Sequence[Any], run: Any) -> list[Any]:
+        if self._llm is None:
+            raise NotReady(f"weak_model.{name}: the vLLM engine is not running")
+        waiting = self.queue_depth
+        if max(0, self._inflight + len(items) - self._max_batch_size) > self._max_queue_size:
+            raise Overloaded(
+                f"weak_model.{name}: {waiting} items waiting, {len(items)} more would pass "
+                f"max_queue_size {self._max_queue_size}; retry later"
+            )
+        self._inflight += len(items)
+        tasks = [asyncio.ensure_future(run(item)) for item in items]
+        self._tasks.update(tasks)
+        try:
+            return list(await asyncio.gather(*tasks))
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the caller itself was cancelled
+                raise
+            raise NotReady(f"weak_model.{name}: the vLLM engine stopped") from None  # close() cancelled the items
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            self._tasks.difference_update(tasks)
+            self._inflight -= len(items)
+
+    async def continue_batch(self, requests: Sequence[ContinueRequest]) -> list[Continuation]:
+        return await self._admitted("continue", requests, self._continue_one)
+
+    async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
+        return await self._admitted("logprobs", requests, self._logprobs_one)
+
+    # -- one item ----------------------------------------------------------------------------------------------
+
+    def _approximate_stops(self, rule: StopRule) -> list[str]:
+        """Stop strings vLLM can watch for: they complete at the rule's cut (or its lookahead) or later."""
+        stops = list(rule.stop)
+        if rule.boundary is Boundary.STEP:
+            stops.append("\n")
+        elif rule.boundary is Boundary.WORD:
+            stops += self._spaces
+        elif rule.boundary is Boundary.SENTENCE:
+            stops += [end + space for end in SENTENCE_END for space in self._spaces]
+        return list(dict.fromkeys(stops))
+
+    async def _generate(self, prompt_ids: list[int], params: Any) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        llm = self._llm
+        if llm is None:
+            raise NotReady("weak_model: the vLLM engine stopped")
+        request_id = f"weak-{next(self._ids)}"
+        final = None
+        try:
+            async for output in llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
+                final = output
+        except asyncio.CancelledError:
+            await llm.abort(request_id)
+            raise
+        if final is None:
+            raise RuntimeError(f"vLLM returned nothing for {request_id}")
+        return final
+
+    async def _continue_one(self, request: ContinueRequest) -> Continuation:
+        from vllm import SamplingParams
+
+        rule = request.rule
+        budget = min(rule.tokens_needed, self._context_window - len(request.prefix_ids))
+        if budget < 1:  # validation refuses these; an engine caller might not
+            raise ValueError(f"a prefix leaves no room to generate in the {self._context_window}-token context window")
+        greedy = request.temperature < GREEDY_BELOW
+        stops = self._approximate_stops(rule)
+        ids: list[int] = []
+        logprobs: list[float] = []
+        ending: Ending | None = None
+        for round_ in itertools.count():
+            seed = None
+            if not greedy and request.seed is not None:
+                seed = (request.seed + round_ * _SEED_STRIDE) % 2**63
+            params = SamplingParams(
+                max_tokens=budget - len(ids),
+                temperature=0.0 if greedy else request.temperature,
+                top_p=1.0 if greedy else request.top_p,
+                seed=seed,
+                logprobs=0,
+                stop=stops or None,
+                stop_token_ids=sorted(self._eos_ids),
+                include_stop_str_in_output=True,
+                skip_special_tokens=False,
+                spaces_between_special_tokens=False,
+            )
+            output = (await self._generate(list(request.prefix_ids) + ids, params)).outputs[0]
+            new = list(output.token_ids)
+            eos = bool(new) and new[-1] in self._eos_ids and output.finish_reason == "stop"
+            if eos:
+                new = new[:-1]
+            ids += new
+            logprobs += [float(step[token].logprob) for token, step in zip(new, output.logprobs or [], strict=False)]
+            if len(logprobs) != len(ids):
+                raise RuntimeError("vLLM returned fewer log-probs than tokens")
+            pieces = self.token_texts(ids)
+            if eos or len(ids) >= budget or output.finish_reason == "length":
+                ending = find_end(pieces, rule, eos=eos)
+                break
+            if (ending := first_end(pieces, rule)) is not None:
+                break
+            # A stop string fired before the rule could decide: go on from prefix + generated.
+        assert ending is not None
+        kept = ending.kept
+        return Continuation(
+            text=self.decode(ids[:kept]),
+            token_ids=tuple(ids[:kept]),
+            logprobs=tuple(logprobs[:kept]),
+            finish_reason=ending.reason,
+            matched_stop=ending.matched_stop,
+            prefix_tokens=len(request.prefix_ids),
+        )
+
+    async def _logprobs_one(self, request: LogProbsRequest) -> TextLogProbs:
+        from vllm import SamplingParams
+
+        context = list(request.context_ids) or [self._bos_id]
+        text = list(request.text_ids)
+        # The prompt holds all but the last text token (context + text may fill the whole window, and vLLM wants
+        # room for one generated token); that one token is generated, restricted to the last text token, and its
+        # raw log-prob is the model's own (raw_logprobs: read before any restriction).
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=0,
+            prompt_logprobs=0 if len(text) > 1 else None,
+            allowed_token_ids=[text[-1]],
+            detokenize=False,
+        )
+        output = await self._generate(context + text[:-1], params)
+        steps = (output.prompt_logprobs or [])[len(context) :] if len(text) > 1 else []
+        generated = output.outputs[0]
+        if len(steps) != len(text) - 1 or list(generated.token_ids) != text[-1:] or not generated.logprobs:
+            raise RuntimeError("vLLM did not return a log-prob for every text token")
+        lps = [float(step[token].logprob) for token, step in zip(text, steps, strict=False)]
+        lps.append(float(generated.logprobs[0][text[-1]].logprob))
+        return TextLogProbs(
+            token_ids=request.text_ids,
+            logprobs=tuple(lps),
+            mean_logprob=math.fsum(lps) / len(lps),
+            tokens=tuple(self.token_texts(request.text_ids)),
+        )
+
+
+def context_window(config: Any, tokenizer: Any) -> int:
+    """The model's position limit, or the tokenizer's when the config has none (as the transformers engine)."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
+    if not usable:
+        raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
+    return min(usable)
