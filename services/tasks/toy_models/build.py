@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def _new_lm(spec: LmSpec, tokenizer: PreTrainedTokenizerFast, n_positions: int) 
     return GPT2LMHeadModel(config)
 
 
-def _example_drawer(problems: list[toy.ToyProblem], spec: LmSpec):
+def example_drawer(problems: list[toy.ToyProblem], spec: LmSpec) -> Callable[[random.Random, int], list[Example]]:
+    """Draws training (prompt, completion) pairs in the spec's mixture of styles and roles."""
+
     def draw(rng: random.Random, count: int) -> list[Example]:
         examples = []
         for problem in rng.sample(problems, count):
@@ -110,7 +113,7 @@ def build_toy_models(out: Path, spec: ToyBuildSpec = DEFAULT_SPEC) -> dict[str, 
             model = _new_lm(lm_spec, tokenizer, spec.n_positions)
             t0 = time.perf_counter()
             train_causal_lm(
-                model, tokenizer, _example_drawer(train, lm_spec), lm_spec.schedule, spec.seed, progress, name
+                model, tokenizer, example_drawer(train, lm_spec), lm_spec.schedule, spec.seed, progress, name
             )
             minutes = (time.perf_counter() - t0) / 60
             solo, _ = solo_accuracy(model, tokenizer, test)

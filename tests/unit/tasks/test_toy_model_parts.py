@@ -54,3 +54,18 @@ def test_completion_labels_cover_only_the_solution_and_eos() -> None:
     assert learned == [*tokenizer.encode(completion), tokenizer.eos_token_id]
     assert int(mask[1].sum()) == len("q\n#### 1") + 1
     assert (labels[1][: len("q\n")] == -100).all()
+
+
+def test_training_mixture_follows_the_spec() -> None:
+    from services.tasks.toy_models.build import example_drawer
+    from services.tasks.toy_models.specs import DEFAULT_SPEC
+
+    problems = toy.generate("train", 4000, seed=0)
+    rng = random.Random(0)
+    weak = example_drawer(problems, DEFAULT_SPEC.weak)(rng, 4000)
+    strong = example_drawer(problems, DEFAULT_SPEC.strong)(rng, 4000)
+    assert not any("<<" in solution for _, solution in weak)
+    jargon = sum("<<" in solution for _, solution in strong) / len(strong)
+    assert jargon == pytest.approx(DEFAULT_SPEC.strong.jargon_fraction, abs=0.02)
+    with_role = sum(prompt.startswith(("helpful: ", "sneaky: ")) for prompt, _ in strong) / len(strong)
+    assert with_role == pytest.approx(DEFAULT_SPEC.strong.role_prefix_fraction, abs=0.03)
