@@ -166,6 +166,14 @@ def serve_weak_model(ctx: typer.Context) -> None:
     main(ctx.args, prog="legibility serve weak-model")
 
 
+@serve_app.command("verifier", context_settings=_PASS_THROUGH, add_help_option=False)
+def serve_verifier(ctx: typer.Context) -> None:
+    """Serve the verifier (Score, ScoreSteps); `legibility serve verifier --help` lists the flags."""
+    from services.verifier.__main__ import main
+
+    main(ctx.args, prog="legibility serve verifier")
+
+
 @proto_app.command("generate")
 def proto_generate() -> None:
     """Regenerate services/common/genproto from proto/ (needs the dev extras)."""

@@ -60,6 +60,19 @@ class StoreSettings(LegibilitySettings):
         return connect(self.redis_url, password)
 
 
+class ModelSourceSettings(StoreSettings):
+    """Where a service's weights come from: a local checkpoint directory or a registry version."""
+
+    model_path: Path = Path("models")
+    """Checkpoint directory (transformers format) to serve when registry_version is not set."""
+    model_name: str = "model"
+    """Name reported in ModelInfo and looked up in the registry."""
+    registry_version: int | None = Field(None, ge=0)
+    """Load this version of model_name from the registry and artifact store instead of model_path; 0 = current."""
+    expected_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Refuse the weights unless their manifest sha256 equals this."""
+
+
 class ServerSettings(LoggingSettings):
     """Settings of the gRPC server bootstrap every service uses."""
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
 from services.common.metrics import MODEL_VERSION
 from services.common.server import GrpcServer
+from services.common.weights import verified_weights
 from services.weak_model.engine import WeakEngine
 from services.weak_model.engines import load_engine
-from services.weak_model.loading import verified_weights
 from services.weak_model.service import SERVICE_NAME, WeakModelServicer
 from services.weak_model.settings import WeakModelSettings
 

@@ -14,23 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from services.common.weights import WeightsInfo
 from services.weak_model.boundaries import FinishReason, StopRule
 
 GREEDY_BELOW = 1e-5
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """Which weights an engine serves (the service turns this into a ``ModelInfo``)."""
-
-    name: str
-    version: int  # registry version; 0 for a plain path
-    sha256: str  # manifest sha256 (services.common.artifacts.directory_sha256)
-    loaded_at: datetime
-    uri: str  # artifact://name/v000002 or a local path
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from prometheus_client import Counter
 
 from services.common.errors import NotReady
-from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
+from services.common.genproto.legibility.v1 import weak_model_pb2, weak_model_pb2_grpc
 from services.weak_model.boundaries import FinishReason
-from services.weak_model.engine import Continuation, TextLogProbs, WeakEngine, WeightsInfo
+from services.weak_model.engine import Continuation, TextLogProbs, WeakEngine
 from services.weak_model.validation import validate_continue, validate_logprobs
 
 SERVICE_NAME = weak_model_pb2.DESCRIPTOR.services_by_name["WeakModelService"].full_name
@@ -25,15 +24,6 @@ FINISH_REASONS = {
     FinishReason.LENGTH: weak_model_pb2.FINISH_REASON_LENGTH,
     FinishReason.EOS: weak_model_pb2.FINISH_REASON_EOS,
 }
-
-
-def model_info(weights: WeightsInfo) -> common_pb2.ModelInfo:
-    """The ModelInfo message of the served weights."""
-    loaded_at = Timestamp()
-    loaded_at.FromDatetime(weights.loaded_at)
-    return common_pb2.ModelInfo(
-        name=weights.name, version=weights.version, sha256=weights.sha256, loaded_at=loaded_at, uri=weights.uri
-    )
 
 
 def _continue_result(result: Continuation) -> weak_model_pb2.ContinueResult:
@@ -84,7 +74,7 @@ class WeakModelServicer(weak_model_pb2_grpc.WeakModelServiceServicer):
         for result in results:
             FINISHES.labels(result.finish_reason.value).inc()
         return weak_model_pb2.ContinueResponse(
-            results=[_continue_result(r) for r in results], model=model_info(engine.weights)
+            results=[_continue_result(r) for r in results], model=engine.weights.message()
         )
 
     async def LogProbs(
@@ -96,10 +86,10 @@ class WeakModelServicer(weak_model_pb2_grpc.WeakModelServiceServicer):
         ITEMS.labels("LogProbs").inc(len(results))
         SCORED_TOKENS.inc(sum(len(r.token_ids) for r in results))
         return weak_model_pb2.LogProbsResponse(
-            results=[_logprobs_result(r) for r in results], model=model_info(engine.weights)
+            results=[_logprobs_result(r) for r in results], model=engine.weights.message()
         )
 
     async def GetModelInfo(
         self, request: weak_model_pb2.WeakModelServiceGetModelInfoRequest, context: aio.ServicerContext
     ) -> weak_model_pb2.WeakModelServiceGetModelInfoResponse:
-        return weak_model_pb2.WeakModelServiceGetModelInfoResponse(model=model_info(self.engine.weights))
+        return weak_model_pb2.WeakModelServiceGetModelInfoResponse(model=self.engine.weights.message())

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.settings import ServerSettings, StoreSettings
+from services.common.settings import ModelSourceSettings, ServerSettings
 
 BUNDLED_WEAK_MODEL = Path(__file__).resolve().parents[2] / "models" / "weak"
 
 
-class WeakModelSettings(ServerSettings, StoreSettings):
+class WeakModelSettings(ServerSettings, ModelSourceSettings):
     """Serve a frozen weak LM behind Continue and LogProbs."""
 
     port: int = Field(50052, ge=0, le=65535)
@@ -25,10 +25,6 @@ class WeakModelSettings(ServerSettings, StoreSettings):
     """Checkpoint directory (transformers format) to serve when registry_version is not set."""
     model_name: str = "weak"
     """Name reported in ModelInfo and looked up in the registry."""
-    registry_version: int | None = Field(None, ge=0)
-    """Load this version of model_name from the registry and artifact store instead of model_path; 0 = current."""
-    expected_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    """Refuse to start unless the weights' manifest sha256 equals this."""
     max_new_tokens_cap: int = Field(256, ge=1)
     """Largest max_new_tokens a Continue item may ask for."""
     max_batch_size: int = Field(32, ge=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.common.weights import VerifiedWeights
 from services.weak_model.engine import WeakEngine
-from services.weak_model.loading import VerifiedWeights
 from services.weak_model.settings import WeakModelSettings
 
 

@@ -23,8 +23,8 @@ from services.common.errors import ArtifactError
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRegistry
+from services.common.weights import verified_weights
 from services.weak_model import app as app_module
-from services.weak_model.loading import verified_weights
 from services.weak_model.service import SERVICE_NAME
 from services.weak_model.settings import WeakModelSettings
 from tests.integration.weak_model.conftest import WEAK_MODEL

@@ -1,7 +1,7 @@
-"""Find and verify the frozen weights: a local path, or a registry version checked against the artifact store.
+"""Find and verify a service's weights: a local path, or a registry version checked against the artifact store.
 
-Frozen means frozen: the weights are resolved and hashed once at start, the sha256 is reported in every
-response, and a mismatch with ``expected_sha256`` (or with the registry record) refuses to start.
+The weights are resolved and hashed once at load, the sha256 is reported in every response (``ModelInfo``), and
+a mismatch with ``expected_sha256`` (or with the registry record) refuses them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,34 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from services.common.artifacts import ArtifactStore, directory_sha256
 from services.common.errors import ArtifactError
+from services.common.genproto.legibility.v1 import common_pb2
 from services.common.registry import VersionRegistry
-from services.weak_model.engine import WeightsInfo
-from services.weak_model.settings import WeakModelSettings
+from services.common.settings import ModelSourceSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Which weights a model serves (the service turns this into a ``ModelInfo``)."""
+
+    name: str
+    version: int  # registry version; 0 for a plain path
+    sha256: str  # manifest sha256 (services.common.artifacts.directory_sha256)
+    loaded_at: datetime
+    uri: str  # artifact://name/v000002 or a local path
+
+    def message(self) -> common_pb2.ModelInfo:
+        """The ``ModelInfo`` every inference response carries."""
+        loaded_at = Timestamp()
+        loaded_at.FromDatetime(self.loaded_at)
+        return common_pb2.ModelInfo(
+            name=self.name, version=self.version, sha256=self.sha256, loaded_at=loaded_at, uri=self.uri
+        )
 
 
 @dataclass(frozen=True)
@@ -36,7 +57,7 @@ class VerifiedWeights:
         return WeightsInfo(self.name, self.version, self.sha256, loaded_at, self.uri)
 
 
-async def verified_weights(settings: WeakModelSettings) -> VerifiedWeights:
+async def verified_weights(settings: ModelSourceSettings) -> VerifiedWeights:
     """The weights settings point at, verified; raises ArtifactError (refuse to start) on any mismatch."""
     if settings.registry_version is None:
         weights = await _from_path(settings)
@@ -49,13 +70,13 @@ async def verified_weights(settings: WeakModelSettings) -> VerifiedWeights:
     return weights
 
 
-async def _from_path(settings: WeakModelSettings) -> VerifiedWeights:
+async def _from_path(settings: ModelSourceSettings) -> VerifiedWeights:
     path = settings.model_path.resolve()
     sha256 = await asyncio.to_thread(directory_sha256, path)
     return VerifiedWeights(path, settings.model_name, 0, sha256, str(path))
 
 
-async def _from_registry(settings: WeakModelSettings, version: int) -> VerifiedWeights:
+async def _from_registry(settings: ModelSourceSettings, version: int) -> VerifiedWeights:
     """Version 0 or the current version: the record's uri and sha256. An older one needs expected_sha256."""
     client = settings.redis_client()
     try:

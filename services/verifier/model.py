@@ -1,0 +1,192 @@
+"""The verifier model: a sequence-classification LM that scores (problem, solution) pairs, micro-batched.
+
+One object holds one loaded checkpoint (weights, tokenizer, batcher) and is used through one reference, so a
+hot swap replaces the whole object: requests keep the object they started with and finish on it. Inputs are
+encoded exactly as the bundled verifier was trained (``encode_for_scoring``: problem, newline, solution, EOS
+as the read-out, right-padded); the score is the logit at the read-out. Forward passes run in a worker
+thread so the event loop (health checks, admission) stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from services.common.artifacts import directory_sha256
+from services.common.batching import MicroBatcher
+from services.common.weights import WeightsInfo
+from services.tasks.steps import step_ends
+from services.tasks.toy import format_verifier_input
+from services.tasks.toy_models.verifier_training import encode_for_scoring
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str]
+"""(problem, solution)."""
+
+
+@dataclass(frozen=True)
+class StepsItem:
+    """A solution to score after each of its steps."""
+
+    problem: str
+    solution: str
+    step_ends: tuple[int, ...] = ()
+    """Character offsets where steps end (strictly increasing, in 1..len(solution)); empty: the task's splitter."""
+
+    def ends(self) -> list[int]:
+        """The offsets whose prefixes are scored."""
+        return list(self.step_ends) if self.step_ends else step_ends(self.solution)
+
+
+@dataclass(frozen=True)
+class StepScore:
+    """The score of ``solution[:end]``."""
+
+    end: int
+    score: float
+
+
+class VerifierModel:
+    """A loaded verifier checkpoint; :meth:`score` and :meth:`score_steps` may be awaited from many coroutines."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        weights: WeightsInfo,
+        *,
+        max_batch_size: int,
+        max_delay_ms: float,
+        max_queue_size: int,
+        torch_threads: int,
+    ) -> None:
+        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError("the verifier's tokenizer needs an EOS (read-out) and a pad token")
+        self._model = model.eval()
+        self._tokenizer = tokenizer
+        self._weights = weights
+        self._context_window = int(model.config.n_positions)
+        self._torch_threads = torch_threads
+        self._batcher = MicroBatcher[Pair, float](
+            "verifier.score",
+            self._run_batch,
+            max_batch_size=max_batch_size,
+            max_delay_ms=max_delay_ms,
+            max_queue_size=max_queue_size,
+        )
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def weights(self) -> WeightsInfo:
+        return self._weights
+
+    @property
+    def context_window(self) -> int:
+        """Most tokens one scored sequence may hold, the EOS read-out included."""
+        return self._context_window
+
+    @property
+    def queue_depth(self) -> int:
+        """Pairs admitted and waiting for a forward pass."""
+        return self._batcher.queue_depth
+
+    def token_count(self, problem: str, solution: str) -> int:
+        """Tokens the pair is scored as, the EOS read-out included."""
+        return len(self._tokenizer.encode(format_verifier_input(problem, solution))) + 1
+
+    async def start(self) -> None:
+        """Start the micro-batcher; called once before serving."""
+        await self._batcher.start()
+
+    async def close(self, grace_s: float = 30.0) -> None:
+        """Let calls in flight finish (up to ``grace_s``), then stop; calls still waiting fail with NotReady."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning("verifier %s: calls still in flight after %.1fs", self._weights.uri, grace_s)
+        await self._batcher.stop()
+
+    @torch.inference_mode()
+    def forward(self, pairs: Sequence[Pair]) -> list[float]:
+        """The logit of each pair from one batched forward pass (blocking; callers off the event loop)."""
+        if torch.get_num_threads() != self._torch_threads:
+            # set_num_threads only reaches threads that start using torch afterwards: re-applied per call.
+            torch.set_num_threads(self._torch_threads)
+        ids, mask = encode_for_scoring(self._tokenizer, pairs)
+        return [float(x) for x in self._model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()]
+
+    async def score(self, pairs: Sequence[Pair]) -> list[float]:
+        """One logit per pair, in order; raises Overloaded when the queue cannot take them all."""
+        return await self._submit(pairs)
+
+    async def score_steps(self, items: Sequence[StepsItem]) -> list[list[StepScore]]:
+        """One score per step prefix of each item; all prefixes are submitted together and share forward passes."""
+        ends = [item.ends() for item in items]
+        pairs = [
+            (item.problem, item.solution[:end])
+            for item, item_ends in zip(items, ends, strict=True)
+            for end in item_ends
+        ]
+        scores = iter(await self._submit(pairs))
+        return [[StepScore(end, next(scores)) for end in item_ends] for item_ends in ends]
+
+    async def _submit(self, pairs: Sequence[Pair]) -> list[float]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._batcher.submit_many(pairs)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _run_batch(self, pairs: list[Pair]) -> list[float]:
+        return await asyncio.to_thread(self.forward, pairs)
+
+
+def load_verifier(
+    path: Path,
+    describe: Callable[[datetime], WeightsInfo] | None = None,
+    *,
+    max_batch_size: int = 64,
+    max_delay_ms: float = 5.0,
+    max_queue_size: int = 1024,
+    torch_threads: int = 1,
+) -> VerifierModel:
+    """Load ``path`` once (float32, eval mode, no gradients) into a VerifierModel (not started yet).
+
+    ``describe(loaded_at)`` says what responses report; by default the plain path, version 0, its manifest sha256.
+    """
+    torch.set_num_threads(torch_threads)
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    model.requires_grad_(False)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{path}: a verifier has one output (num_labels=1), this has {model.config.num_labels}")
+    log.info("loaded verifier %s (%d parameters) with %d torch threads", path, model.num_parameters(), torch_threads)
+    loaded_at = datetime.now(UTC)
+    if describe is None:
+        weights = WeightsInfo("verifier", 0, directory_sha256(path), loaded_at, str(path))
+    else:
+        weights = describe(loaded_at)
+    return VerifierModel(
+        model,
+        tokenizer,
+        weights,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        max_queue_size=max_queue_size,
+        torch_threads=torch_threads,
+    )

@@ -1,0 +1,32 @@
+"""Verifier service settings: ``LEGIBILITY_*`` environment variables and ``legibility serve verifier`` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import ModelSourceSettings, ServerSettings
+
+BUNDLED_VERIFIER = Path(__file__).resolve().parents[2] / "models" / "verifier"
+
+
+class VerifierSettings(ServerSettings, ModelSourceSettings):
+    """Serve a verifier (sequence-classification model) behind Score and ScoreSteps."""
+
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int = Field(9091, ge=0, le=65535)
+    """Prometheus /metrics HTTP port, separate from gRPC; 0 picks a free one."""
+    model_path: Path = BUNDLED_VERIFIER
+    """Checkpoint directory (transformers format) to serve when registry_version is not set."""
+    model_name: str = "verifier"
+    """Name reported in ModelInfo and looked up in the registry."""
+    max_batch_size: int = Field(64, ge=1)
+    """Most (problem, solution prefix) pairs per forward pass; concurrent requests are merged up to this."""
+    max_delay_ms: float = Field(5.0, ge=0)
+    """How long the first waiting pair waits for others to join its batch."""
+    max_queue_size: int = Field(1024, ge=1)
+    """Most pairs waiting; past it, RESOURCE_EXHAUSTED at once. Also the most pairs one request may hold."""
+    torch_threads: int = Field(1, ge=1)
+    """torch intra-op threads for the forward passes."""

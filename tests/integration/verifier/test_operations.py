@@ -1,0 +1,212 @@
+"""Serving concerns: overload, health, micro-batching metrics, weight verification, the CLI process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.artifacts import ArtifactStore, directory_sha256
+from services.common.client import open_channel
+from services.common.errors import ArtifactError
+from services.common.genproto.legibility.v1 import verifier_pb2, verifier_pb2_grpc
+from services.common.publish import publish_checkpoint
+from services.common.registry import VersionRegistry
+from services.common.weights import verified_weights
+from services.verifier import app as app_module
+from services.verifier.service import SERVICE_NAME
+from services.verifier.settings import VerifierSettings
+from tests.integration.verifier.conftest import VERIFIER_MODEL
+
+PROBLEM = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?"
+SOLUTION = "4*7=28.\n28+3=31.\n#### 31"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def request(count: int) -> verifier_pb2.ScoreRequest:
+    return verifier_pb2.ScoreRequest(items=[verifier_pb2.ScoreItem(problem=PROBLEM, solution=SOLUTION)] * count)
+
+
+def steps_request(count: int) -> verifier_pb2.ScoreStepsRequest:
+    item = verifier_pb2.ScoreStepsItem(problem=PROBLEM, solution=SOLUTION)
+    return verifier_pb2.ScoreStepsRequest(items=[item] * count)
+
+
+async def health(verifier, service: str = SERVICE_NAME) -> int:
+    return (await verifier.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)).status
+
+
+async def test_overload_is_resource_exhausted_at_once_while_health_answers(start_server) -> None:
+    # A long batching delay holds admitted pairs in the queue, so "full" is a state, not a race.
+    verifier = await start_server(max_batch_size=64, max_delay_ms=1000, max_queue_size=4)
+    admitted = asyncio.ensure_future(verifier.stub.ScoreSteps(steps_request(1), timeout=10))  # 3 prefixes
+    admitted_too = asyncio.ensure_future(verifier.stub.Score(request(1), timeout=10))
+    while verifier.app.model.queue_depth < 4:
+        await asyncio.sleep(0.01)
+    for call, overflow in [(verifier.stub.Score, request(1)), (verifier.stub.ScoreSteps, steps_request(1))]:
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(overflow, timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_queue_size 4" in info.value.details()
+        assert time.perf_counter() - started < 0.5
+    started = time.perf_counter()
+    assert await health(verifier) == SERVING
+    assert await health(verifier, "") == SERVING
+    assert time.perf_counter() - started < 0.5
+    assert not admitted.done()
+    steps, score = await asyncio.gather(admitted, admitted_too)
+    assert steps.results[0].steps[-1].score == pytest.approx(score.results[0].score, abs=1e-4)
+    assert len((await verifier.stub.Score(request(4), timeout=10)).results) == 4  # room again
+
+
+async def test_health_answers_while_the_model_computes(start_server) -> None:
+    verifier = await start_server(max_batch_size=1024, max_queue_size=4096)
+    heavy = asyncio.ensure_future(verifier.stub.Score(request(4096), timeout=60))
+    await asyncio.sleep(0.05)
+    latencies = []
+    while not heavy.done():
+        started = time.perf_counter()
+        assert await health(verifier, "") == SERVING
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.02)
+    assert len((await heavy).results) == 4096
+    assert len(latencies) >= 2 and max(latencies) < 0.5
+
+
+async def test_health_is_not_serving_and_calls_unavailable_until_the_weights_are_loaded(monkeypatch) -> None:
+    release = asyncio.Event()
+
+    async def slow_weights(settings):
+        await release.wait()
+        return await verified_weights(settings)
+
+    monkeypatch.setattr(app_module, "verified_weights", slow_weights)
+    with socket.socket() as probe:  # a free port known before start returns
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = VerifierSettings(port=port, metrics_enabled=False, drain_delay_s=0.0, model_path=VERIFIER_MODEL)
+    starting = asyncio.ensure_future(app_module.start_verifier(settings))
+    channel = open_channel(f"127.0.0.1:{port}")
+    stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+    try:
+        check = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        status = await health_pb2_grpc.HealthStub(channel).Check(check, timeout=10, wait_for_ready=True)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Score(request(1), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "still loading" in info.value.details()
+        release.set()
+        app = await starting
+        try:
+            assert (await health_pb2_grpc.HealthStub(channel).Check(check, timeout=5)).status == SERVING
+            assert len((await stub.Score(request(1), timeout=10)).results) == 1
+        finally:
+            await app.stop()
+    finally:
+        release.set()
+        await channel.close()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # exposition sorts labels
+    pattern = re.escape(f"{name}{{{label_text}}}" if labels else name) + r" ([0-9.e+-]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_concurrent_calls_are_micro_batched_and_counted(start_server) -> None:
+    verifier = await start_server(max_batch_size=64, max_delay_ms=200)
+    before = scrape(verifier.app.server.metrics_port)
+    calls = [verifier.stub.Score(request(1), timeout=10) for _ in range(8)]
+    calls += [verifier.stub.ScoreSteps(steps_request(2), timeout=10) for _ in range(4)]
+    results = await asyncio.gather(*calls)
+    after = scrape(verifier.app.server.metrics_port)
+    assert len({r.results[0].score for r in results[:8]}) == 1
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    batcher = {"batcher": "verifier.score"}
+    assert delta("legibility_batch_size_sum", **batcher) == 8 + 4 * 2 * 3  # pairs: 8 solutions + 24 prefixes
+    calls_made = delta("legibility_batch_size_count", **batcher)
+    assert 1 <= calls_made <= 3  # 12 concurrent requests merged into at most 3 forward passes
+    assert delta("legibility_batch_size_sum", **batcher) / calls_made >= 32 / 3
+    assert delta("legibility_verifier_items_total", rpc="Score") == 8
+    assert delta("legibility_verifier_items_total", rpc="ScoreSteps") == 8
+    assert delta("legibility_verifier_step_prefixes_total") == 24
+    ok = {"service": "verifier", "method": "Score", "code": "OK"}
+    assert delta("legibility_grpc_requests_total", **ok) == 8
+    assert metric(after, "legibility_model_version", model="verifier") == 0
+
+
+async def test_expected_sha256_must_match_or_the_service_refuses_to_start(start_server) -> None:
+    sha256 = directory_sha256(VERIFIER_MODEL)
+    with pytest.raises(ArtifactError, match="expected_sha256"):
+        await start_server(expected_sha256="0" * 64)
+    verifier = await start_server(expected_sha256=sha256.upper())
+    info = (await verifier.stub.GetModelInfo(verifier_pb2.VerifierServiceGetModelInfoRequest(), timeout=5)).model
+    assert info.sha256 == sha256
+
+
+async def test_weights_load_from_a_registry_version_verified_against_the_store(
+    start_server, redis_server, redis_client, tmp_path: Path
+) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    record = await publish_checkpoint(VersionRegistry(redis_client), store, "verifier", VERIFIER_MODEL)
+    await publish_checkpoint(VersionRegistry(redis_client), store, "verifier", VERIFIER_MODEL)  # v2 is current
+    common = {"redis_url": redis_server.url, "artifact_root": store.root}
+    verifier = await start_server(registry_version=0, **common)
+    info = (await verifier.stub.GetModelInfo(verifier_pb2.VerifierServiceGetModelInfoRequest(), timeout=5)).model
+    assert (info.version, info.uri, info.sha256) == (2, "artifact://verifier/v000002", directory_sha256(VERIFIER_MODEL))
+    assert (await verifier.stub.Score(verifier_pb2.ScoreRequest(items=request(1).items, min_version=2))).model == info
+    with pytest.raises(ArtifactError, match="holds version 2"):
+        await start_server(registry_version=1, **common)  # older than current and no hash to pin it
+    (store.resolve(record.uri) / "config.json").write_text("{}")  # tampered after publishing
+    with pytest.raises(ArtifactError, match=r"config\.json"):
+        await start_server(registry_version=1, expected_sha256=record.sha256, **common)
+
+
+@pytest.mark.slow
+async def test_cli_serves_until_sigterm() -> None:
+    command = [sys.executable, "-m", "services.cli", "serve", "verifier"]
+    flags = ["--port", "0", "--no-metrics-enabled", "--log-format", "json", "--drain-delay-s", "0"]
+    env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(VERIFIER_MODEL)}
+    process = await asyncio.create_subprocess_exec(*command, *flags, env=env, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        port = None
+        while port is None:
+            line = await asyncio.wait_for(process.stderr.readline(), timeout=90)
+            assert line, "the server exited before serving"
+            message = json.loads(line).get("message", "")
+            if found := re.search(r"\(sha256 [0-9a-f]{64}\) serving on 127\.0\.0\.1:(\d+)", message):
+                port = int(found.group(1))  # logged once the weights are loaded and health is SERVING
+        channel = open_channel(f"127.0.0.1:{port}")
+        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+        response = await stub.Score(request(2), timeout=10)
+        assert len(response.results) == 2 and response.model.sha256 == directory_sha256(VERIFIER_MODEL)
+        await channel.close()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

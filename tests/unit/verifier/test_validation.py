@@ -1,0 +1,69 @@
+"""Validation and small helpers of the verifier service, without a model or a server."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+
+from services.common.errors import InvalidArgument, VersionNotReached
+from services.common.genproto.legibility.v1 import verifier_pb2
+from services.verifier.model import StepsItem
+from services.verifier.service import probability
+from services.verifier.validation import check_version, validate_score, validate_score_steps
+
+
+class CharWindow:
+    """One token per character plus the newline and EOS, like the bundled tokenizer."""
+
+    context_window = 20
+
+    def token_count(self, problem: str, solution: str) -> int:
+        return len(problem) + 1 + len(solution) + 1
+
+
+def steps(*items: tuple[str, str, list[int]]) -> verifier_pb2.ScoreStepsRequest:
+    return verifier_pb2.ScoreStepsRequest(
+        items=[verifier_pb2.ScoreStepsItem(problem=p, solution=s, step_ends=e) for p, s, e in items]
+    )
+
+
+def test_valid_requests_become_pairs_and_steps_items() -> None:
+    request = verifier_pb2.ScoreRequest(items=[verifier_pb2.ScoreItem(problem="Q?", solution="1+1=2.\n#### 2")])
+    assert validate_score(request, CharWindow(), max_items=4) == [("Q?", "1+1=2.\n#### 2")]
+    items = validate_score_steps(steps(("Q?", "1+1=2.\n#### 2", []), ("Q?", "abc", [1, 3])), CharWindow(), max_items=4)
+    assert items == [StepsItem("Q?", "1+1=2.\n#### 2", ()), StepsItem("Q?", "abc", (1, 3))]
+    assert [item.ends() for item in items] == [[7, 13], [1, 3]]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (steps(("Q?", "x" * 17, [])), "items[0].solution"),  # 2 + 1 + 17 + 1 = 21 > 20
+        (steps(("Q" * 18, "x", [])), "items[0].problem"),
+        (steps(("Q?", "ab", []), ("Q?", "abc", [2, 2])), "items[1].step_ends[1]"),
+        (steps(("Q?", "a\nb\nc\nd", []), ("Q?", "a\nb", [])), "items"),  # 6 prefixes > 5
+    ],
+)
+def test_bad_items_name_their_field(request_: verifier_pb2.ScoreStepsRequest, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_score_steps(request_, CharWindow(), max_items=5)
+    assert info.value.field == field
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_min_version_above_the_served_one_is_failed_precondition() -> None:
+    check_version(0, 0)
+    check_version(2, 3)
+    check_version(-1, 0)  # not pinned
+    with pytest.raises(VersionNotReached) as info:
+        check_version(4, 3)
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_probability_is_a_stable_sigmoid() -> None:
+    assert probability(0.0) == 0.5
+    assert probability(2.0) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert probability(-2.0) == pytest.approx(1 - probability(2.0))
+    assert probability(-1000.0) == 0.0 and probability(1000.0) == 1.0
