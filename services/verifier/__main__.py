@@ -20,7 +20,7 @@ async def serve(settings: VerifierSettings) -> None:
     try:
         await app.server.run_until_signal()
     finally:
-        await app.model.close()
+        await app.stop()  # the registry watcher, then the (already drained) server, then the model
 
 
 def main(args: list[str] | None = None, prog: str = "python -m services.verifier") -> None:

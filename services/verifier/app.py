@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from services.common.weights import VerifiedWeights, verified_weights
 from services.verifier.model import VerifierModel, load_verifier
 from services.verifier.service import SERVICE_NAME, VerifierServicer
 from services.verifier.settings import VerifierSettings
+from services.verifier.swap import VersionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ class VerifierApp:
     settings: VerifierSettings
     server: GrpcServer
     servicer: VerifierServicer
+    watcher: VersionWatcher | None = None
+    """Hot-swaps newer registry versions in; None unless settings.watch_registry."""
 
     @property
     def model(self) -> VerifierModel:
@@ -31,7 +35,9 @@ class VerifierApp:
         return self.servicer.model
 
     async def stop(self) -> None:
-        """Graceful server stop (in-flight calls finish), then the model's batcher."""
+        """Stop swapping, graceful server stop (in-flight calls finish), then the model's batcher."""
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.server.stop()
         await self.servicer.model.close()
 
@@ -71,4 +77,8 @@ async def start_verifier(settings: VerifierSettings) -> VerifierApp:
     MODEL_VERSION.labels(weights.name).set(weights.version)
     await server.set_serving(True)
     log.info("%s v%d (sha256 %s) serving on %s", weights.name, weights.version, weights.sha256, server.address)
-    return VerifierApp(settings, server, servicer)
+    watcher = None
+    if settings.watch_registry:
+        watcher = VersionWatcher(settings, servicer, functools.partial(load_model, settings))
+        watcher.start()
+    return VerifierApp(settings, server, servicer, watcher)

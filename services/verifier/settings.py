@@ -30,3 +30,5 @@ class VerifierSettings(ServerSettings, ModelSourceSettings):
     """Most pairs waiting; past it, RESOURCE_EXHAUSTED at once. Also the most pairs one request may hold."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads for the forward passes."""
+    watch_registry: bool = False
+    """Watch the registry and hot-swap to each newer version of model_name (re-read every reconcile_interval_s)."""
