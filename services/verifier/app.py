@@ -11,6 +11,7 @@ from services.common.genproto.legibility.v1 import verifier_pb2_grpc
 from services.common.metrics import MODEL_VERSION
 from services.common.server import GrpcServer
 from services.common.weights import VerifiedWeights, verified_weights
+from services.verifier.http_reward import RewardHttpServer
 from services.verifier.model import VerifierModel, load_verifier
 from services.verifier.service import SERVICE_NAME, VerifierServicer
 from services.verifier.settings import VerifierSettings
@@ -28,6 +29,13 @@ class VerifierApp:
     servicer: VerifierServicer
     watcher: VersionWatcher | None = None
     """Hot-swaps newer registry versions in; None unless settings.watch_registry."""
+    http: RewardHttpServer | None = None
+    """The OpenRLHF ``/get_reward`` endpoint; None unless settings.http_enabled."""
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port of ``/get_reward``, None when it is not served."""
+        return self.http.port if self.http is not None else None
 
     @property
     def model(self) -> VerifierModel:
@@ -35,9 +43,11 @@ class VerifierApp:
         return self.servicer.model
 
     async def stop(self) -> None:
-        """Stop swapping, graceful server stop (in-flight calls finish), then the model's batcher."""
+        """Stop swapping, the HTTP endpoint, graceful server stop (in-flight calls finish), then the model's batcher."""
         if self.watcher is not None:
             await self.watcher.stop()
+        if self.http is not None:
+            await self.http.stop()
         await self.server.stop()
         await self.servicer.model.close()
 
@@ -74,6 +84,17 @@ async def start_verifier(settings: VerifierSettings) -> VerifierApp:
         await server.stop()
         raise
     servicer.attach(model)
+    http = None
+    if settings.http_enabled:
+        http = RewardHttpServer(
+            lambda: servicer.model, settings.host, settings.http_port, max_items=settings.max_queue_size
+        )
+        try:
+            await http.start()
+        except BaseException:
+            await server.stop()
+            await model.close()
+            raise
     MODEL_VERSION.labels(weights.name).set(weights.version)
     await server.set_serving(True)
     log.info("%s v%d (sha256 %s) serving on %s", weights.name, weights.version, weights.sha256, server.address)
@@ -81,4 +102,4 @@ async def start_verifier(settings: VerifierSettings) -> VerifierApp:
     if settings.watch_registry:
         watcher = VersionWatcher(settings, servicer, functools.partial(load_model, settings))
         watcher.start()
-    return VerifierApp(settings, server, servicer, watcher)
+    return VerifierApp(settings, server, servicer, watcher, http)

@@ -18,6 +18,10 @@ class VerifierSettings(ServerSettings, ModelSourceSettings):
     """gRPC port; 0 picks a free one."""
     metrics_port: int = Field(9091, ge=0, le=65535)
     """Prometheus /metrics HTTP port, separate from gRPC; 0 picks a free one."""
+    http_port: int = Field(8080, ge=0, le=65535)
+    """OpenRLHF remote reward model HTTP port (``POST /get_reward``); 0 picks a free one."""
+    http_enabled: bool = True
+    """Serve the OpenRLHF ``/get_reward`` HTTP endpoint beside gRPC."""
     model_path: Path = BUNDLED_VERIFIER
     """Checkpoint directory (transformers format) to serve when registry_version is not set."""
     model_name: str = "verifier"

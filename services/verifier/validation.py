@@ -35,7 +35,8 @@ def _check_batch(count: int, max_items: int) -> None:
         raise InvalidArgument("items", f"at most {max_items} items per request, got {count}")
 
 
-def _check_pair(field: str, problem: str, solution: str, model: TextWindow) -> None:
+def check_pair(field: str, problem: str, solution: str, model: TextWindow) -> None:
+    """Raise InvalidArgument naming ``{field}.problem`` / ``{field}.solution`` if the pair cannot be scored."""
     if not problem.strip():
         raise InvalidArgument(f"{field}.problem", "must not be empty")
     if not solution.strip():
@@ -54,7 +55,7 @@ def validate_score(request: verifier_pb2.ScoreRequest, model: TextWindow, *, max
     """The pairs of a valid Score request; raises InvalidArgument on the first bad field."""
     _check_batch(len(request.items), max_items)
     for i, item in enumerate(request.items):
-        _check_pair(f"items[{i}]", item.problem, item.solution, model)
+        check_pair(f"items[{i}]", item.problem, item.solution, model)
     return [(item.problem, item.solution) for item in request.items]
 
 
@@ -69,7 +70,7 @@ def validate_score_steps(
     items = []
     for i, item in enumerate(request.items):
         field = f"items[{i}]"
-        _check_pair(field, item.problem, item.solution, model)
+        check_pair(field, item.problem, item.solution, model)
         previous = 0
         for j, end in enumerate(item.step_ends):
             if not 1 <= end <= len(item.solution):

@@ -43,6 +43,7 @@ async def start_server() -> AsyncIterator[VerifierFactory]:
             "grace_period_s": 2.0,
             "model_path": VERIFIER_MODEL,
             "max_delay_ms": 2.0,
+            "http_port": 0,
         }
         app = await start_verifier(VerifierSettings(**(fields | overrides)))
         channel = open_channel(f"127.0.0.1:{app.server.port}")

@@ -187,7 +187,7 @@ async def test_weights_load_from_a_registry_version_verified_against_the_store(
 @pytest.mark.slow
 async def test_cli_serves_until_sigterm() -> None:
     command = [sys.executable, "-m", "services.cli", "serve", "verifier"]
-    flags = ["--port", "0", "--no-metrics-enabled", "--log-format", "json", "--drain-delay-s", "0"]
+    flags = ["--port", "0", "--http-port", "0", "--no-metrics-enabled", "--log-format", "json", "--drain-delay-s", "0"]
     env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(VERIFIER_MODEL)}
     process = await asyncio.create_subprocess_exec(*command, *flags, env=env, stderr=asyncio.subprocess.PIPE)
     assert process.stderr is not None
