@@ -10,7 +10,6 @@ import signal
 import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -28,6 +27,7 @@ from services.verifier import app as app_module
 from services.verifier.service import SERVICE_NAME
 from services.verifier.settings import VerifierSettings
 from tests.integration.verifier.conftest import VERIFIER_MODEL
+from tests.support.prometheus import metric, scrape
 
 PROBLEM = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?"
 SOLUTION = "4*7=28.\n28+3=31.\n#### 31"
@@ -118,18 +118,6 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_weights_are
     finally:
         release.set()
         await channel.close()
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # exposition sorts labels
-    pattern = re.escape(f"{name}{{{label_text}}}" if labels else name) + r" ([0-9.e+-]+)"
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0
 
 
 async def test_concurrent_calls_are_micro_batched_and_counted(start_server) -> None:

@@ -10,7 +10,6 @@ import signal
 import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -28,6 +27,7 @@ from services.weak_model import app as app_module
 from services.weak_model.service import SERVICE_NAME
 from services.weak_model.settings import WeakModelSettings
 from tests.integration.weak_model.conftest import WEAK_MODEL
+from tests.support.prometheus import metric, scrape
 
 PROMPT = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?\n"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -114,18 +114,6 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_weights_are
     finally:
         release.set()
         await channel.close()
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # exposition sorts labels
-    pattern = re.escape(f"{name}{{{label_text}}}" if labels else name) + r" ([0-9.e+-]+)"
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0
 
 
 async def test_concurrent_calls_are_micro_batched_and_counted(start_server) -> None:
