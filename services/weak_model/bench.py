@@ -57,7 +57,8 @@ async def measure_raw(model: Path, prompts: list[str], max_new_tokens: int, max_
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from services.weak_model.engines.vllm import context_window, engine_args, start_async_llm
+    from services.weak_model.engines.tokens import context_window
+    from services.weak_model.engines.vllm import engine_args, start_async_llm
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     window = context_window(AutoConfig.from_pretrained(model), tokenizer)

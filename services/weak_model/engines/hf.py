@@ -27,12 +27,13 @@ from services.weak_model.engine import (
     WeightsInfo,
 )
 from services.weak_model.engines import hf_decoding
+from services.weak_model.engines.tokens import TokenizerAccessors, TokenTable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class HFEngine:
+class HFEngine(TokenizerAccessors):
     """A :class:`~services.weak_model.engine.WeakEngine` backed by ``AutoModelForCausalLM``."""
 
     def __init__(
@@ -49,23 +50,11 @@ class HFEngine:
         self._model = model.eval()
         self._tokenizer = tokenizer
         self._weights = weights
-        self._vocab_size = min(len(tokenizer), model.config.vocab_size)
-        self._context_window = _context_window(model, tokenizer)
-        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        if tokenizer.eos_token_id is not None:
-            eos_ids.add(tokenizer.eos_token_id)
-        self._eos_ids = frozenset(eos_ids)
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if bos is None:
-            raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
-        self._bos_id = int(bos)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._bos_id
-        self._pad_id = int(pad)  # its value never matters: padded positions are masked out
-        # Decoded once: boundaries are decided on each token's own text at every step.
+        generation_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         width = model.get_output_embeddings().weight.shape[0]
-        known = tokenizer.batch_decode([[i] for i in range(self._vocab_size)], **_DECODE)
-        self._pieces = known + [""] * (width - len(known))
+        self._tokens = TokenTable.build(tokenizer, model.config, generation_eos, width)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._tokens.bos_id
+        self._pad_id = int(pad)  # its value never matters: padded positions are masked out
         # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
         self._torch_threads = torch_threads
         self._lock = asyncio.Lock()
@@ -78,30 +67,9 @@ class HFEngine:
         return self._weights
 
     @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    @property
-    def context_window(self) -> int:
-        return self._context_window
-
-    @property
-    def bos_token_id(self) -> int:
-        return self._bos_id
-
-    @property
     def queue_depth(self) -> int:
         """Items waiting in both batchers."""
         return self._continue.queue_depth + self._logprobs.queue_depth
-
-    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(token_ids), **_DECODE))
-
-    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        return [self._pieces[i] for i in token_ids]
 
     async def start(self) -> None:
         await self._continue.start()
@@ -130,10 +98,10 @@ class HFEngine:
                 hf_decoding.generate,
                 self._model,
                 requests,
-                pieces=self._pieces,
-                eos_ids=self._eos_ids,
+                pieces=self._tokens.pieces,
+                eos_ids=self._tokens.eos_ids,
                 pad_id=self._pad_id,
-                context_window=self._context_window,
+                context_window=self.context_window,
             )
         return [
             Continuation(
@@ -150,7 +118,12 @@ class HFEngine:
     async def _run_logprobs(self, requests: list[LogProbsRequest]) -> list[TextLogProbs]:
         async with self._lock:
             scored = await asyncio.to_thread(
-                self._in_thread, hf_decoding.score, self._model, requests, pad_id=self._pad_id, bos_id=self._bos_id
+                self._in_thread,
+                hf_decoding.score,
+                self._model,
+                requests,
+                pad_id=self._pad_id,
+                bos_id=self._tokens.bos_id,
             )
         return [
             TextLogProbs(
@@ -175,13 +148,3 @@ def load_pretrained(path: Path, *, torch_threads: int) -> tuple[PreTrainedModel,
 
 
 # Decoding never drops special tokens or rewrites spaces: the text must match the token ids exactly.
-_DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
-
-
-def _context_window(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
-    """The model's position limit, or the tokenizer's when the config has none (rotary models may not)."""
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    usable = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
-    if not usable:
-        raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
-    return min(usable)

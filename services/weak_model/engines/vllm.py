@@ -45,11 +45,11 @@ from services.weak_model.engine import (
     TextLogProbs,
     WeightsInfo,
 )
+from services.weak_model.engines.tokens import TokenizerAccessors, TokenTable
 
 log = logging.getLogger(__name__)
 
 # Decoding never drops special tokens or rewrites spaces: the text must match the token ids exactly.
-_DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # later rounds of a seeded continuation use seed + round * stride (mod 2**63)
 
 
@@ -176,7 +176,7 @@ def start_async_llm(args: Any) -> Any:
     return AsyncLLM.from_engine_args(args)
 
 
-class VLLMEngine:
+class VLLMEngine(TokenizerAccessors):
     """A :class:`~services.weak_model.engine.WeakEngine` backed by vLLM's ``AsyncLLM``."""
 
     def __init__(
@@ -198,22 +198,9 @@ class VLLMEngine:
             generation = GenerationConfig.from_pretrained(path)
         except OSError:
             generation = GenerationConfig.from_model_config(config)
-        tokenizer = self._tokenizer
-        self._vocab_size = min(len(tokenizer), int(config.vocab_size))
-        self._context_window = context_window(config, tokenizer)
-        eos = generation.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        if tokenizer.eos_token_id is not None:
-            eos_ids.add(tokenizer.eos_token_id)
-        self._eos_ids = frozenset(int(i) for i in eos_ids)
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if bos is None:
-            raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
-        self._bos_id = int(bos)
-        known = tokenizer.batch_decode([[i] for i in range(self._vocab_size)], **_DECODE)
-        self._pieces = known + [""] * (int(config.vocab_size) - len(known))
+        self._tokens = TokenTable.build(self._tokenizer, config, generation.eos_token_id, int(config.vocab_size))
         # Whitespace that can start a token: WORD/SENTENCE lookaheads are tokens starting with one of these.
-        self._spaces = sorted({piece[0] for piece in self._pieces if piece[:1].isspace()})
+        self._spaces = sorted({piece[0] for piece in self._tokens.pieces if piece[:1].isspace()})
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size
         self._seed = seed
@@ -229,30 +216,9 @@ class VLLMEngine:
         return self._weights
 
     @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    @property
-    def context_window(self) -> int:
-        return self._context_window
-
-    @property
-    def bos_token_id(self) -> int:
-        return self._bos_id
-
-    @property
     def queue_depth(self) -> int:
         """Admitted items beyond the ``max_batch_size`` that vLLM runs at once."""
         return max(0, self._inflight - self._max_batch_size)
-
-    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(token_ids), **_DECODE))
-
-    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        return [self._pieces[i] for i in token_ids]
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -260,7 +226,10 @@ class VLLMEngine:
         """Start the AsyncLLM (blocking, tens of seconds on CPU: call it in a thread)."""
         if self._llm is None:
             args = engine_args(
-                self._path, context_window=self._context_window, seed=self._seed, max_num_seqs=self._max_batch_size
+                self._path,
+                context_window=self.context_window,
+                seed=self._seed,
+                max_num_seqs=self._max_batch_size,
             )
             self._llm = start_async_llm(args)
             log.info("vLLM engine started on %s", self._path)
@@ -352,9 +321,9 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         rule = request.rule
-        budget = min(rule.tokens_needed, self._context_window - len(request.prefix_ids))
+        budget = min(rule.tokens_needed, self.context_window - len(request.prefix_ids))
         if budget < 1:  # validation refuses these; an engine caller might not
-            raise ValueError(f"a prefix leaves no room to generate in the {self._context_window}-token context window")
+            raise ValueError(f"a prefix leaves no room to generate in the {self.context_window}-token context window")
         greedy = request.temperature < GREEDY_BELOW
         stops = self._approximate_stops(rule)
         ids: list[int] = []
@@ -371,14 +340,14 @@ class VLLMEngine:
                 seed=seed,
                 logprobs=0,
                 stop=stops or None,
-                stop_token_ids=sorted(self._eos_ids),
+                stop_token_ids=sorted(self._tokens.eos_ids),
                 include_stop_str_in_output=True,
                 skip_special_tokens=False,
                 spaces_between_special_tokens=False,
             )
             output = (await self._generate(list(request.prefix_ids) + ids, params)).outputs[0]
             new = list(output.token_ids)
-            eos = bool(new) and new[-1] in self._eos_ids and output.finish_reason == "stop"
+            eos = bool(new) and new[-1] in self._tokens.eos_ids and output.finish_reason == "stop"
             if eos:
                 new = new[:-1]
             ids += new
@@ -406,7 +375,7 @@ class VLLMEngine:
     async def _logprobs_one(self, request: LogProbsRequest) -> TextLogProbs:
         from vllm import SamplingParams
 
-        context = list(request.context_ids) or [self._bos_id]
+        context = list(request.context_ids) or [self._tokens.bos_id]
         text = list(request.text_ids)
         # The prompt holds all but the last text token (context + text may fill the whole window, and vLLM wants
         # room for one generated token); that one token is generated, restricted to the last text token, and its
@@ -432,12 +401,3 @@ class VLLMEngine:
             mean_logprob=math.fsum(lps) / len(lps),
             tokens=tuple(self.token_texts(request.text_ids)),
         )
-
-
-def context_window(config: Any, tokenizer: Any) -> int:
-    """The model's position limit, or the tokenizer's when the config has none (as the transformers engine)."""
-    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    usable = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
-    if not usable:
-        raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
-    return min(usable)

@@ -1,0 +1,77 @@
+"""The tokenizer facts both engines need, and the WeakEngine accessors built on them (one copy for both)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+
+
+def context_window(config: Any, tokenizer: Any) -> int:
+    """The model's position limit, or the tokenizer's when the config has none (rotary models may not)."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
+    if not usable:
+        raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
+    return min(usable)
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    vocab_size: int
+    context_window: int
+    eos_ids: frozenset[int]
+    bos_id: int
+    pieces: list[str]
+    """Each token id's own text, decoded once: boundaries are decided on it at every step."""
+
+    @classmethod
+    def build(cls, tokenizer: Any, config: Any, generation_eos: int | list[int] | None, width: int) -> TokenTable:
+        """Facts of ``tokenizer`` for a model with ``config``; ``width`` = rows of the output embedding."""
+        vocab_size = min(len(tokenizer), int(config.vocab_size))
+        eos_ids = set(
+            generation_eos if isinstance(generation_eos, list) else [] if generation_eos is None else [generation_eos]
+        )
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if bos is None:
+            raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
+        known = tokenizer.batch_decode([[i] for i in range(vocab_size)], **DECODE)
+        return cls(
+            vocab_size=vocab_size,
+            context_window=context_window(config, tokenizer),
+            eos_ids=frozenset(int(i) for i in eos_ids),
+            bos_id=int(bos),
+            pieces=known + [""] * (width - len(known)),
+        )
+
+
+class TokenizerAccessors:
+    """The WeakEngine Protocol's tokenizer-side members, for an engine holding ``_tokenizer`` and ``_tokens``."""
+
+    _tokenizer: Any
+    _tokens: TokenTable
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokens.vocab_size
+
+    @property
+    def context_window(self) -> int:
+        return self._tokens.context_window
+
+    @property
+    def bos_token_id(self) -> int:
+        return self._tokens.bos_id
+
+    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), **DECODE))
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return [self._tokens.pieces[i] for i in token_ids]
