@@ -174,6 +174,14 @@ def serve_verifier(ctx: typer.Context) -> None:
     main(ctx.args, prog="legibility serve verifier")
 
 
+@app.command("train-verifier", context_settings=_PASS_THROUGH, add_help_option=False)
+def train_verifier(ctx: typer.Context) -> None:
+    """Retrain the verifier on labelled samples of every round and publish it; `--help` lists the flags."""
+    from services.verifier.training.__main__ import main
+
+    main(ctx.args, prog="legibility train-verifier")
+
+
 @proto_app.command("generate")
 def proto_generate() -> None:
     """Regenerate services/common/genproto from proto/ (needs the dev extras)."""

@@ -76,3 +76,24 @@ def evaluate(
     for label, value in rows:
         table.add_row(label, f"{value:.1%}")
     console.print(table)
+
+
+@app.command()
+def samples(
+    out: Annotated[Path, typer.Option(help="JSON-lines file to write (one labelled sample per line).")],
+    problems: Annotated[int, typer.Option(help="Training-split problems to solve.")] = 200,
+    per_model: Annotated[int, typer.Option(help="Solutions per problem from each of weak and strong.")] = 4,
+    models: Annotated[Path, typer.Option(help="Folder holding weak/ and strong/.")] = MODELS_DIR,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Sample labelled solutions from the weak and strong models: data for `legibility train-verifier`."""
+    from services.common.samples import write_jsonl
+    from services.tasks import toy
+    from services.tasks.toy_models.round_samples import sample_from_models
+
+    drawn = toy.generate("train", problems, seed)
+    with console.status(f"sampling {per_model} solutions per problem from weak and strong"):
+        labelled = sample_from_models({"weak": models / "weak", "strong": models / "strong"}, drawn, per_model, seed)
+    write_jsonl(out, labelled)
+    correct = sum(s.correct for s in labelled)
+    console.print(f"wrote {len(labelled)} samples ({correct / len(labelled):.1%} correct) to {out}")

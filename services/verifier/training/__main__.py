@@ -1,0 +1,45 @@
+"""``legibility train-verifier`` / ``python -m services.verifier.training``: flags and env → job → report."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from services.common.errors import DomainError
+from services.common.logs import configure_logging
+from services.verifier.training.job import train_verifier_job
+from services.verifier.training.settings import TrainVerifierSettings
+
+log = logging.getLogger("services.verifier.training")
+
+
+def main(args: list[str] | None = None, prog: str = "python -m services.verifier.training") -> None:
+    """Parse flags (``--help`` lists every setting), train, print the held-out metrics; exit 1 on refused input."""
+    try:
+        settings = TrainVerifierSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
+    except ValidationError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level, settings.log_format, "train-verifier")
+    console = Console(stderr=True)
+    try:
+        trained = train_verifier_job(settings, console)
+    except (DomainError, ValueError) as error:
+        log.error("training refused: %s", error)
+        sys.exit(1)
+    table = Table(title=f"verifier trained → {trained.checkpoint}")
+    table.add_column("held-out metric")
+    table.add_column("value", justify="right")
+    for key, value in trained.metrics.items():
+        table.add_row(key, f"{value:.4g}")
+    console.print(table)
+    if trained.record is not None:
+        console.print(f"published {trained.record.name} v{trained.record.version} at {trained.record.uri}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The verifier retraining job: load samples → round mixture → train from the initialisation → evaluate → publish.
+
+Outputs a transformers checkpoint (what ``legibility serve verifier`` loads) plus ``training.json`` with the
+settings, the inputs and their sha256, the data counts and the held-out metrics. The metrics also go into the
+published version record, so ``legibility registry show verifier`` says how good the served verifier is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from services.common.artifacts import ArtifactStore
+from services.common.publish import publish_checkpoint
+from services.common.registry import VersionRecord, VersionRegistry
+from services.common.samples import LabelledSample, load_samples
+from services.tasks.toy import format_verifier_input
+from services.tasks.toy_models.training import Schedule, train_steps
+from services.tasks.toy_models.verifier_training import encode_for_scoring, score
+from services.verifier.training.evaluation import held_out_metrics
+from services.verifier.training.losses import bradley_terry_loss, cross_entropy_loss
+from services.verifier.training.mixture import RoundMixture, build_mixture
+from services.verifier.training.settings import TrainVerifierSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainedVerifier:
+    checkpoint: Path
+    metrics: dict[str, float]
+    record: VersionRecord | None
+    """The published version record; None when settings.publish is off."""
+
+
+def _init_model(settings: TrainVerifierSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    torch.manual_seed(settings.seed)  # the fresh score head is drawn from this seed
+    tokenizer = AutoTokenizer.from_pretrained(settings.init_model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(settings.init_model_path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _fits(tokenizer: PreTrainedTokenizerBase, window: int, sample: LabelledSample) -> bool:
+    # +1 for the EOS read-out position the verifier scores at.
+    return len(tokenizer.encode(format_verifier_input(sample.problem, sample.solution))) + 1 <= window
+
+
+def _loss_of_batch(
+    settings: TrainVerifierSettings, mixture: RoundMixture, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> Callable[[random.Random], torch.Tensor]:
+    def loss_of_batch(rng: random.Random) -> torch.Tensor:
+        groups = mixture.draw_batch(rng, settings.problems_per_batch, settings.solutions_per_problem)
+        batch = [s for g in groups for s in g]
+        ids, mask = encode_for_scoring(tokenizer, [(s.problem, s.solution) for s in batch])
+        scores = model(input_ids=ids, attention_mask=mask).logits[:, 0]
+        correct = torch.tensor([float(s.correct) for s in batch])
+        if settings.loss == "cross-entropy":
+            return cross_entropy_loss(scores, correct)
+        group = torch.tensor([i for i, g in enumerate(groups) for _ in g])
+        return bradley_terry_loss(scores, correct, group, settings.centering_lambda)
+
+    return loss_of_batch
+
+
+def _default_out_dir(settings: TrainVerifierSettings) -> Path:
+    return Path("runs/train-verifier") / f"{settings.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+
+
+def train_verifier_job(settings: TrainVerifierSettings, console: Console | None = None) -> TrainedVerifier:
+    """Run the whole job; publishes when settings.publish. Raises ValueError on unusable data."""
+    console = console or Console(stderr=True)
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    torch.set_num_threads(settings.torch_threads)
+    store = ArtifactStore(settings.artifact_root)
+    samples: list[LabelledSample] = []
+    inputs = []
+    for source in settings.samples:
+        loaded, sha256 = load_samples(store, source)
+        samples += loaded
+        inputs.append({"source": source, "sha256": sha256, "samples": len(loaded)})
+
+    model, tokenizer = _init_model(settings)
+    window = int(model.config.n_positions)
+    fitting = [s for s in samples if _fits(tokenizer, window, s)]
+    mixture = build_mixture(fitting, settings.held_out_fraction)
+    log.info("training on %s", mixture.summary())
+
+    schedule = Schedule(
+        settings.steps,
+        settings.problems_per_batch * settings.solutions_per_problem,
+        settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        losses = train_steps(
+            model,
+            schedule,
+            _loss_of_batch(settings, mixture, model, tokenizer),
+            random.Random(settings.seed),
+            progress,
+            "train verifier",
+        )
+
+    scores = score(model, tokenizer, [(s.problem, s.solution) for s in mixture.held_out])
+    metrics = held_out_metrics(mixture.held_out, scores)
+    metrics["final_loss"] = sum(losses[-50:]) / len(losses[-50:])
+    metrics["train_minutes"] = (time.perf_counter() - started) / 60
+
+    out = settings.out_dir or _default_out_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    report: dict[str, Any] = {
+        "settings": settings.model_dump(mode="json", exclude={"redis_password"}),
+        "inputs": inputs,
+        "data": mixture.summary() | {"samples": len(samples), "too_long_samples": len(samples) - len(fitting)},
+        "metrics": metrics,
+    }
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    record = asyncio.run(_publish(settings, store, out, metrics)) if settings.publish else None
+    return TrainedVerifier(out, metrics, record)
+
+
+async def _publish(
+    settings: TrainVerifierSettings, store: ArtifactStore, checkpoint: Path, metrics: dict[str, float]
+) -> VersionRecord:
+    client = settings.redis_client()
+    try:
+        published = {k: round(v, 6) for k, v in metrics.items()}
+        return await publish_checkpoint(
+            VersionRegistry(client), store, settings.model_name, checkpoint, version=settings.version, metrics=published
+        )
+    finally:
+        await client.aclose()

@@ -1,0 +1,52 @@
+"""Settings of ``legibility train-verifier``: every input from flags or ``LEGIBILITY_*`` env (it runs as a Job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from services.common.settings import LoggingSettings, StoreSettings
+from services.weak_model.settings import BUNDLED_WEAK_MODEL
+
+
+class TrainVerifierSettings(StoreSettings, LoggingSettings):
+    """Train a verifier from its initialisation on labelled samples of every round so far, then publish it."""
+
+    samples: list[str] = Field(min_length=1)
+    """Sample sets: artifact:// uris of stored rounds or local .jsonl files (repeat the flag, or a JSON list)."""
+    init_model_path: Path = BUNDLED_WEAK_MODEL
+    """Initialisation: a causal LM whose body the verifier starts from (a fresh score head every round)."""
+    loss: Literal["bradley-terry", "cross-entropy"] = "bradley-terry"
+    """Bradley–Terry over same-problem pairs plus centring_lambda·V², or cross-entropy on correctness."""
+    centering_lambda: float = Field(0.01, ge=0)
+    """Weight of the V² term that centres scores at 0 (Bradley–Terry only)."""
+    steps: int = Field(400, ge=1)
+    """Optimiser steps."""
+    problems_per_batch: int = Field(16, ge=1)
+    """Problems per batch; rounds are drawn uniformly, so each round gets an equal share."""
+    solutions_per_problem: int = Field(4, ge=2)
+    """Solutions per problem in a batch, half correct and half incorrect (an even number)."""
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    held_out_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share of problems (by hash of the text) kept out of training for the published metrics."""
+    seed: int = 0
+    """Seeds the score head, the batch draws and torch: same inputs and seed, same weights."""
+    torch_threads: int = Field(2, ge=1)
+    out_dir: Path | None = None
+    """Where the checkpoint is written; default runs/train-verifier/<model_name>-<UTC time>."""
+    publish: bool = True
+    """Store the checkpoint in the artifact store and publish it in the registry as model_name."""
+    model_name: str = "verifier"
+    """Registry name to publish under."""
+    version: int | None = Field(None, ge=1)
+    """Version to publish; default current + 1 (refused if not higher than the current one)."""
+
+    @field_validator("solutions_per_problem")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even: half correct, half incorrect")
+        return value
