@@ -1,0 +1,67 @@
+"""The in-process policy: a transformers causal LM that writes segments and is trained by the learner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from services.learner.segments import Segment, SegmentRequest
+from services.weak_model.boundaries import FinishReason
+from services.weak_model.engine import ContinueRequest
+from services.weak_model.engines.hf_decoding import generate
+from services.weak_model.engines.tokens import TokenTable
+
+
+class TransformersPolicy:
+    """A :class:`SegmentWriter` over a transformers model; the same decoding loop the weak-model service uses."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, torch_threads: int = 2) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        generation_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        width = model.get_output_embeddings().weight.shape[0]
+        self.tokens = TokenTable.build(tokenizer, model.config, generation_eos, width)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.bos_id)
+        self._torch_threads = torch_threads
+
+    @classmethod
+    def load(cls, path: Path, torch_threads: int = 2) -> TransformersPolicy:
+        """A policy from a checkpoint directory (model + tokenizer)."""
+        return cls(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), torch_threads)
+
+    @property
+    def context_window(self) -> int:
+        return self.tokens.context_window
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
+        """Sample every request's segment in one batched, KV-cached decoding loop (in a worker thread)."""
+        if not requests:
+            return []
+        return await asyncio.to_thread(self._write, list(requests))
+
+    def _write(self, requests: list[SegmentRequest]) -> list[Segment]:
+        torch.set_num_threads(self._torch_threads)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            generated = generate(
+                self.model,
+                [ContinueRequest(r.prefix_ids, r.rule, r.temperature, 1.0, r.seed) for r in requests],
+                pieces=self.tokens.pieces,
+                eos_ids=self.tokens.eos_ids,
+                pad_id=self.pad_id,
+                context_window=self.context_window,
+            )
+        finally:
+            self.model.train(was_training)
+        return [Segment(tuple(g.token_ids), tuple(g.logprobs), g.ending.reason is FinishReason.EOS) for g in generated]

@@ -1,0 +1,98 @@
+"""Tandem rollouts: the policy and the weak model take turns writing each solution, in lockstep segments.
+
+Every round of the loop asks each unfinished rollout's :class:`HandoffDrawer` who writes next, then makes one
+batched call per author (the policy's in-process forward and the weak model's ``Continue``) concurrently, and
+appends each segment with its author. A rollout ends at EOS from either author or when its token budget (the
+run's ``max_new_tokens``, capped by the context window) is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from services.learner.authorship import Authorship
+from services.learner.schedule import Author, HandoffDrawer, HandoffSchedule
+from services.learner.segments import SegmentRequest, SegmentWriter
+from services.weak_model.boundaries import StopRule
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (run seed, step, rollout index, segment index): stable across processes."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class Rollout:
+    """One jointly written solution: the prompt, who wrote which token, and how it ended."""
+
+    prompt_ids: tuple[int, ...]
+    budget: int
+    """Most response tokens."""
+    drawer: HandoffDrawer
+    seed: int
+    authorship: Authorship = field(default_factory=Authorship)
+    ended_by_eos: bool = False
+    segments: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.ended_by_eos or len(self.authorship) >= self.budget
+
+    @property
+    def response_ids(self) -> list[int]:
+        return self.authorship.token_ids
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    schedule: HandoffSchedule
+    max_new_tokens: int
+    policy_temperature: float = 1.0
+    weak_temperature: float = 1.0
+
+
+def new_rollouts(
+    prompts: Sequence[Sequence[int]], options: RolloutOptions, context_window: int, seed: int
+) -> list[Rollout]:
+    """Rollouts for ``prompts`` (token ids), each with its own drawer seeded from (seed, index)."""
+    rollouts = []
+    for index, prompt in enumerate(prompts):
+        budget = min(options.max_new_tokens, context_window - len(prompt) - 1)  # -1: room for the lookahead
+        if budget < 1:
+            raise ValueError(f"prompt {index} ({len(prompt)} tokens) leaves no room in the {context_window} window")
+        rollout_seed = derive_seed(seed, index)
+        drawer = HandoffDrawer(options.schedule, seed=rollout_seed)
+        rollouts.append(Rollout(tuple(prompt), budget, drawer, rollout_seed))
+    return rollouts
+
+
+async def run_tandem(
+    rollouts: Sequence[Rollout], policy: SegmentWriter, weak: SegmentWriter, options: RolloutOptions
+) -> None:
+    """Advance every rollout until it is done; mutates them in place."""
+    while active := [r for r in rollouts if not r.done]:
+        plans = [(r, r.drawer.next_segment(r.authorship.trailing_run)) for r in active]
+        requests: dict[Author, list[tuple[Rollout, SegmentRequest]]] = {Author.POLICY: [], Author.WEAK: []}
+        for rollout, plan in plans:
+            room = rollout.budget - len(rollout.authorship)
+            rule = StopRule(min(plan.limit.max_tokens, room), plan.limit.boundary)
+            temperature = options.policy_temperature if plan.author is Author.POLICY else options.weak_temperature
+            prefix = rollout.prompt_ids + tuple(rollout.authorship.token_ids)
+            segment_seed = derive_seed(rollout.seed, rollout.segments)
+            requests[plan.author].append((rollout, SegmentRequest(prefix, rule, temperature, segment_seed)))
+        written = await asyncio.gather(
+            policy.write([req for _, req in requests[Author.POLICY]]),
+            weak.write([req for _, req in requests[Author.WEAK]]),
+        )
+        for author, segments in zip((Author.POLICY, Author.WEAK), written, strict=True):
+            for (rollout, _), segment in zip(requests[author], segments, strict=True):
+                log_probs = segment.log_probs if author is Author.POLICY else None
+                rollout.authorship.append(segment.token_ids, author, log_probs)
+                rollout.segments += 1
+                # An empty segment without EOS cannot happen with a boundary rule (one token is always kept);
+                # treat it as the end so a misbehaving writer cannot spin the loop.
+                rollout.ended_by_eos = segment.ended or not segment.token_ids

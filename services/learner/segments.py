@@ -1,0 +1,43 @@
+"""The one interface a tandem rollout needs from each author: write the next segment of many prefixes at once.
+
+The in-process trainer's policy (transformers), the weak-model service client, and the adapters for external
+RL stacks (OpenRLHF's ``llm_engine``, TRL's generation) each implement :class:`SegmentWriter`, so there is one
+tandem implementation for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.weak_model.boundaries import StopRule
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Continue ``prefix_ids`` (prompt + response so far) until ``rule`` ends the segment."""
+
+    prefix_ids: tuple[int, ...]
+    rule: StopRule
+    temperature: float
+    seed: int | None
+    """Per-segment sampling seed: the same rollout seed gives the same tokens (within one engine)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """What one author wrote: kept tokens, their log-probs under that author, and whether it ended the text."""
+
+    token_ids: tuple[int, ...]
+    log_probs: tuple[float, ...]
+    ended: bool
+    """The author emitted EOS (not kept): the solution is complete."""
+
+
+class SegmentWriter(Protocol):
+    """An author of segments (the policy, or the weak model)."""
+
+    async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
+        """One segment per request, in order; requests are batched together."""
+        ...

@@ -1,0 +1,44 @@
+"""Learner service settings: ``LEGIBILITY_*`` environment variables and ``legibility serve learner`` flags.
+
+These are the learner's own wiring (where the services, the store and the runs live) and the defaults a
+RunConfig falls back to for fields it leaves unset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import ServerSettings, StoreSettings
+
+BUNDLED_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+class LearnerSettings(ServerSettings, StoreSettings):
+    """Run tandem and prover–verifier training runs against the weak-model and verifier services."""
+
+    port: int = Field(50053, ge=0, le=65535)
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int = Field(9093, ge=0, le=65535)
+    """Prometheus /metrics HTTP port, separate from gRPC; 0 picks a free one."""
+    weak_model_target: str = "127.0.0.1:50052"
+    """host:port of the weak-model service (Continue, LogProbs)."""
+    verifier_target: str = "127.0.0.1:50051"
+    """host:port of the verifier service (Score, ScoreSteps)."""
+    client_token: str | None = None
+    """Bearer token the learner sends to the services, when they require one."""
+    policy_model_path: Path = BUNDLED_MODELS / "strong"
+    """Initial policy (a causal LM checkpoint) for runs whose RunConfig names none."""
+    verifier_init_path: Path = BUNDLED_MODELS / "weak"
+    """Initialisation of the verifier retrained each game round (its LM body; a fresh score head)."""
+    runs_dir: Path = Path("runs")
+    """Where runs write checkpoints, samples, metrics.jsonl and the report; a run resumes from here."""
+    verifier_model_name: str = "verifier"
+    """Registry name of the verifier the game retrains and waits for."""
+    version_wait_s: float = Field(120.0, gt=0)
+    """How long a round waits for the verifier service to report the newly published version."""
+    torch_threads: int = Field(2, ge=1)
+    """torch intra-op threads for the policy's forward and backward passes."""
+    max_concurrent_runs: int = Field(1, ge=1)
+    """Runs training at once; more StartRun calls are refused with RESOURCE_EXHAUSTED."""

@@ -1,0 +1,105 @@
+"""The single-machine policy update: group-normalised advantages and the clipped, author-weighted GRPO loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from services.learner.policy import TransformersPolicy
+from services.learner.policy_loss import policy_loss
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One rollout ready for the loss: tokens, per-token loss weights (author mask × λ), and its advantage."""
+
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    token_weights: tuple[float, ...]
+    advantage: float
+
+
+@dataclass(frozen=True)
+class OptimizerOptions:
+    """PolicyOptimizer of learner.proto, resolved (names and meanings as there)."""
+
+    learning_rate: float = 1e-5
+    group_size: int = 8
+    problems_per_step: int = 4
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    junior_token_weight: float = 0.0
+    temperature: float = 1.0
+    max_new_tokens: int = 256
+
+
+def response_log_probs(model: PreTrainedModel, items: Sequence[TrainItem], pad_id: int) -> torch.Tensor:
+    """Log-prob of every response token under ``model``, right-padded to [batch, longest response]."""
+    width = max(len(i.prompt_ids) + len(i.response_ids) for i in items)
+    longest = max(len(i.response_ids) for i in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        full = item.prompt_ids + item.response_ids
+        ids[row, : len(full)] = torch.tensor(full)
+        mask[row, : len(full)] = 1
+    log_probs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    out = torch.zeros((len(items), longest))
+    for row, item in enumerate(items):
+        start, n = len(item.prompt_ids), len(item.response_ids)
+        if n:
+            # Position t predicts token t + 1.
+            predicting = log_probs[row, start - 1 : start - 1 + n]
+            out[row, :n] = predicting.gather(-1, torch.tensor(item.response_ids)[:, None])[:, 0]
+    return out
+
+
+class PolicyTrainer:
+    """Owns the optimizer of a :class:`TransformersPolicy`; one :meth:`update` per training step (on-policy)."""
+
+    def __init__(
+        self, policy: TransformersPolicy, options: OptimizerOptions, reference: PreTrainedModel | None = None
+    ) -> None:
+        if options.kl_coef > 0 and reference is None:
+            raise ValueError("kl_coef > 0 needs the initial policy as a reference model")
+        self.policy = policy
+        self.options = options
+        self.reference = reference.eval() if reference is not None else None
+        self.optimizer = torch.optim.AdamW(policy.model.parameters(), lr=options.learning_rate, weight_decay=0.0)
+
+    def update(self, items: Sequence[TrainItem]) -> dict[str, float]:
+        """One gradient step on ``items``; returns the loss statistics."""
+        model, pad_id = self.policy.model, self.policy.pad_id
+        items = [i for i in items if i.response_ids]
+        if not items:
+            return {"loss": 0.0}
+        longest = max(len(i.response_ids) for i in items)
+        weights = torch.zeros((len(items), longest))
+        for row, item in enumerate(items):
+            weights[row, : len(item.token_weights)] = torch.tensor(item.token_weights)
+        advantages = torch.tensor([i.advantage for i in items])
+        reference = None
+        if self.reference is not None:
+            with torch.no_grad():
+                reference = response_log_probs(self.reference, items, pad_id)
+        model.train()
+        log_probs = response_log_probs(model, items, pad_id)
+        # On-policy: the rollouts were sampled from these very weights, so the old log-probs are the current ones.
+        loss, stats = policy_loss(
+            log_probs,
+            log_probs.detach(),
+            advantages,
+            weights,
+            clip_eps=self.options.clip_eps,
+            kl_coef=self.options.kl_coef,
+            ref_log_probs=reference,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        self.optimizer.step()
+        model.eval()
+        return {"loss": float(loss), "grad_norm": float(grad_norm.detach()), **{k: float(v) for k, v in stats.items()}}
