@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import TypeVar
 
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
 from services.learner.segments import Segment, SegmentRequest
 from services.weak_model.boundaries import Boundary
+
+_T = TypeVar("_T")
 
 _BOUNDARY = {
     Boundary.NONE: weak_model_pb2.BOUNDARY_NONE,
@@ -19,9 +23,16 @@ _BOUNDARY = {
 class WeakModelClient:
     """A :class:`SegmentWriter` backed by ``Continue``; ``mean_log_probs`` backed by ``LogProbs``."""
 
-    def __init__(self, stub: weak_model_pb2_grpc.WeakModelServiceStub, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, stub: weak_model_pb2_grpc.WeakModelServiceStub, timeout_s: float = 60.0, max_items: int = 128
+    ) -> None:
         self._stub = stub
         self._timeout_s = timeout_s
+        self._max_items = max_items
+        """Items per request: the service refuses requests over its queue size (256 by default)."""
+
+    def _chunks(self, items: list[_T]) -> list[list[_T]]:
+        return [items[i : i + self._max_items] for i in range(0, len(items), self._max_items)]
 
     async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
         """One ``Continue`` call for all requests (the service micro-batches them into model calls)."""
@@ -39,9 +50,15 @@ class WeakModelClient:
             if r.seed is not None:
                 item.seed = r.seed
             items.append(item)
-        reply = await self._stub.Continue(weak_model_pb2.ContinueRequest(items=items), timeout=self._timeout_s)
+        replies = await asyncio.gather(
+            *(
+                self._stub.Continue(weak_model_pb2.ContinueRequest(items=chunk), timeout=self._timeout_s)
+                for chunk in self._chunks(items)
+            )
+        )
         return [
             Segment(tuple(res.token_ids), tuple(res.logprobs), res.finish_reason == weak_model_pb2.FINISH_REASON_EOS)
+            for reply in replies
             for res in reply.results
         ]
 
@@ -53,5 +70,10 @@ class WeakModelClient:
             weak_model_pb2.LogProbsItem(context=common_pb2.TextOrTokens(text=c), text=common_pb2.TextOrTokens(text=t))
             for c, t in zip(contexts, texts, strict=True)
         ]
-        reply = await self._stub.LogProbs(weak_model_pb2.LogProbsRequest(items=items), timeout=self._timeout_s)
-        return [res.mean_logprob for res in reply.results]
+        replies = await asyncio.gather(
+            *(
+                self._stub.LogProbs(weak_model_pb2.LogProbsRequest(items=chunk), timeout=self._timeout_s)
+                for chunk in self._chunks(items)
+            )
+        )
+        return [res.mean_logprob for reply in replies for res in reply.results]

@@ -1,0 +1,94 @@
+"""Evaluation of the policy during a run: solo and handoff accuracy, jargon rate, legibility, game metrics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from statistics import fmean
+
+from services.learner.game_rewards import ScoredSample
+from services.learner.legibility_metrics import legibility_metrics
+from services.learner.policy import TransformersPolicy
+from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
+from services.learner.schedule import HandoffSchedule
+from services.learner.segments import SegmentWriter
+from services.learner.verifier_client import VerifierClient
+from services.learner.weak_client import WeakModelClient
+from services.tasks import toy
+from services.tasks.answers import is_correct
+from services.tasks.jargon import is_jargon
+
+SOLO = HandoffSchedule(p_primary=1.0, max_gap_tokens=1 << 30)
+"""The policy writes everything: no forced redraw."""
+HANDOFF = HandoffSchedule(strategy="alternating", max_gap_tokens=1 << 30)
+"""Policy and weak model alternate one step (line) each, starting with the policy: the tandem paper's handoff test."""
+
+
+async def write_solutions(
+    policy: TransformersPolicy,
+    weak: SegmentWriter,
+    prompts: Sequence[str],
+    options: RolloutOptions,
+    seed: int,
+) -> tuple[list[Rollout], list[str]]:
+    """Rollouts for text prompts and their decoded solutions."""
+    rollouts = new_rollouts([policy.encode(p) for p in prompts], options, policy.context_window, seed)
+    await run_tandem(rollouts, policy, weak, options)
+    return rollouts, [policy.decode(r.response_ids) for r in rollouts]
+
+
+async def evaluate_policy(
+    policy: TransformersPolicy,
+    weak: WeakModelClient,
+    problems: Sequence[toy.ToyProblem],
+    max_new_tokens: int,
+    seed: int,
+    verifier: VerifierClient | None = None,
+) -> dict[str, float]:
+    """The run's evaluation metrics on ``problems`` (held-out test problems)."""
+    prompts = [toy.format_prompt(p.question) for p in problems]
+    greedy = RolloutOptions(SOLO, max_new_tokens, policy_temperature=0.0, weak_temperature=0.0)
+    _, solo = await write_solutions(policy, weak, prompts, greedy, seed)
+    sampled_options = RolloutOptions(SOLO, max_new_tokens, policy_temperature=1.0)
+    _, sampled = await write_solutions(policy, weak, prompts, sampled_options, seed + 1)
+    handoff_options = RolloutOptions(HANDOFF, max_new_tokens, policy_temperature=0.0, weak_temperature=0.0)
+    _, handoff = await write_solutions(policy, weak, prompts, handoff_options, seed + 2)
+    written = [(p, s) for p, s in zip(prompts, sampled, strict=True) if s]
+    weak_log_probs = await weak.mean_log_probs([p for p, _ in written], [s for _, s in written])
+    metrics = {
+        "solo_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(solo, problems, strict=True)),
+        "sampled_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(sampled, problems, strict=True)),
+        "handoff_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(handoff, problems, strict=True)),
+        "jargon_rate": fmean(is_jargon(s) for s in sampled),
+        "legibility_ce": -fmean(weak_log_probs) if weak_log_probs else float("nan"),
+        "mean_solution_chars": fmean(len(s) for s in sampled),
+    }
+    if verifier is not None:
+        metrics |= await _game_metrics(policy, weak, verifier, problems, max_new_tokens, seed + 3)
+    return metrics
+
+
+async def _game_metrics(
+    policy: TransformersPolicy,
+    weak: SegmentWriter,
+    verifier: VerifierClient,
+    problems: Sequence[toy.ToyProblem],
+    max_new_tokens: int,
+    seed: int,
+    per_role: int = 2,
+) -> dict[str, float]:
+    """Helpful and sneaky solutions (solo, sampled), scored: accuracy, sneaky fool rate, AUC, best-of-n."""
+    roles = [role for _ in range(per_role) for role in ("helpful", "sneaky")]
+    targets = [(p, role) for p in problems for role in roles]
+    options = RolloutOptions(SOLO, max_new_tokens, policy_temperature=1.0)
+    _, texts = await write_solutions(
+        policy, weak, [toy.format_prompt(p.question, r) for p, r in targets], options, seed
+    )
+    scores, version = await verifier.score([(p.question, t) for (p, _), t in zip(targets, texts, strict=True)])
+    samples = [
+        ScoredSample(problem_id=p.question, role=role, correct=is_correct(t, p.answer), score=v)
+        for (p, role), t, v in zip(targets, texts, scores, strict=True)
+    ]
+    metrics = legibility_metrics(samples, best_of_n=2 * per_role, seed=random.Random(seed).randrange(1 << 30))
+    metrics["verifier_version"] = float(version)
+    return metrics

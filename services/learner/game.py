@@ -1,0 +1,121 @@
+"""The prover–verifier game's parts of a run: role-conditioned rewards, round samples, verifier retraining."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import fmean
+
+from services.common.artifacts import ArtifactStore
+from services.common.samples import LabelledSample, put_samples, samples_uri
+from services.learner.evaluation import write_solutions
+from services.learner.game_rewards import GameRewardKind, ScoredSample, game_rewards
+from services.learner.policy import TransformersPolicy
+from services.learner.policy_step import Attempt, RewardFn
+from services.learner.rollout import RolloutOptions
+from services.learner.segments import SegmentWriter
+from services.learner.verifier_client import VerifierClient
+from services.tasks import toy
+from services.tasks.answers import is_correct
+from services.verifier.training.job import TrainedVerifier, train_verifier_job
+from services.verifier.training.settings import TrainVerifierSettings
+
+
+def game_reward(verifier: VerifierClient, kind: GameRewardKind, min_version: int) -> RewardFn:
+    """Rewards from the verifier's scores of each attempt (SRC, CGC or goodharting); refuses older verifiers."""
+
+    async def reward(attempts: Sequence[Attempt]) -> tuple[list[float], dict[str, float]]:
+        scores, version = await verifier.score([(a.problem.question, a.solution) for a in attempts], min_version)
+        samples = [
+            ScoredSample(a.problem.question, a.role or "helpful", a.correct, v)
+            for a, v in zip(attempts, scores, strict=True)
+        ]
+        helpful_correct = [s.score for s in samples if s.role == "helpful" and s.correct]
+        sneaky_incorrect = [s.score for s in samples if s.role == "sneaky" and not s.correct]
+        extra = {"verifier_version": float(version), "mean_score": fmean(scores)}
+        if helpful_correct:
+            extra["score_helpful_correct"] = fmean(helpful_correct)
+        if sneaky_incorrect:
+            extra["score_sneaky_incorrect"] = fmean(sneaky_incorrect)
+        return game_rewards(samples, kind), extra
+
+    return reward
+
+
+def sneaky_caught_up(metrics: dict[str, float]) -> bool:
+    """The round's stop rule: sneaky-incorrect solutions score as high as helpful-correct ones."""
+    sneaky, helpful = metrics.get("score_sneaky_incorrect"), metrics.get("score_helpful_correct")
+    return sneaky is not None and helpful is not None and sneaky >= helpful
+
+
+async def collect_round_samples(
+    policy: TransformersPolicy,
+    weak: SegmentWriter,
+    problems: Sequence[toy.ToyProblem],
+    options: RolloutOptions,
+    round_: int,
+    seed: int,
+    per_role: int = 2,
+) -> list[LabelledSample]:
+    """``per_role`` helpful and sneaky solutions per verifier-half problem from the current prover, labelled."""
+    targets = [(p, role) for p in problems for _ in range(per_role) for role in ("helpful", "sneaky")]
+    prompts = [toy.format_prompt(p.question, role) for p, role in targets]
+    _, texts = await write_solutions(policy, weak, prompts, options, seed)
+    return [
+        LabelledSample(
+            problem=p.question,
+            solution=t,
+            correct=is_correct(t, p.answer),
+            role=role,
+            round=round_,
+            source=f"prover@round{round_}",
+        )
+        for (p, role), t in zip(targets, texts, strict=True)
+    ]
+
+
+def store_round_samples(store: ArtifactStore, dataset: str, round_: int, samples: Sequence[LabelledSample]) -> str:
+    """Store a round's samples once (a resumed run finds them there); returns their uri."""
+    uri = samples_uri(dataset, round_)
+    if not store.resolve(uri).exists():
+        put_samples(store, dataset, round_, samples)
+    return uri
+
+
+async def retrain_verifier(settings: TrainVerifierSettings) -> TrainedVerifier:
+    """The retraining job in a worker thread (it publishes through its own event loop)."""
+    return await asyncio.to_thread(train_verifier_job, settings)
+
+
+def verifier_job_settings(
+    *,
+    sample_uris: list[str],
+    init_model_path: Path,
+    out_dir: Path,
+    loss: str,
+    centering_lambda: float,
+    steps: int,
+    seed: int,
+    model_name: str,
+    redis_url: str,
+    redis_password: str | None,
+    artifact_root: Path,
+    torch_threads: int,
+) -> TrainVerifierSettings:
+    """The job's settings for one round (the same flags a Kubernetes Job would get)."""
+    return TrainVerifierSettings(
+        samples=sample_uris,
+        init_model_path=init_model_path,
+        out_dir=out_dir,
+        loss=loss,  # type: ignore[arg-type]
+        centering_lambda=centering_lambda,
+        steps=steps,
+        seed=seed,
+        model_name=model_name,
+        redis_url=redis_url,
+        redis_password=redis_password,  # type: ignore[arg-type]
+        artifact_root=artifact_root,
+        torch_threads=torch_threads,
+        held_out_fraction=0.15,
+    )

@@ -1,0 +1,93 @@
+"""One policy-training step: rollouts for a batch of problems, rewards, group advantages, one update."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from statistics import fmean
+
+import torch
+
+from services.learner.policy import TransformersPolicy
+from services.learner.policy_loss import group_advantages
+from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
+from services.learner.segments import SegmentWriter
+from services.learner.trainer import PolicyTrainer, TrainItem
+from services.tasks import toy
+from services.tasks.answers import has_final_answer, is_correct
+from services.tasks.jargon import is_jargon
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One rollout of the step, decoded and labelled."""
+
+    problem: toy.ToyProblem
+    role: toy.Role | None
+    rollout: Rollout
+    solution: str
+
+    @property
+    def correct(self) -> bool:
+        return is_correct(self.solution, self.problem.answer)
+
+
+RewardFn = Callable[[Sequence[Attempt]], Awaitable[tuple[list[float], dict[str, float]]]]
+"""Rewards for a step's attempts (in order) and extra metrics to log."""
+
+
+def correctness_reward(format_bonus: float) -> RewardFn:
+    """Tandem reward: 1 for a correct joint solution, ``format_bonus`` for a ``####`` answer that is wrong, else 0."""
+
+    async def reward(attempts: Sequence[Attempt]) -> tuple[list[float], dict[str, float]]:
+        values = [1.0 if a.correct else format_bonus if has_final_answer(a.solution) else 0.0 for a in attempts]
+        return values, {}
+
+    return reward
+
+
+async def policy_step(
+    trainer: PolicyTrainer,
+    weak: SegmentWriter,
+    problems: Sequence[toy.ToyProblem],
+    options: RolloutOptions,
+    reward_fn: RewardFn,
+    seed: int,
+    with_roles: bool = False,
+) -> tuple[dict[str, float], list[Attempt]]:
+    """Sample ``group_size`` rollouts per problem (roles drawn per sample when ``with_roles``), reward, update."""
+    policy: TransformersPolicy = trainer.policy
+    group = trainer.options.group_size
+    rng = random.Random(seed)
+    targets = [(p, rng.choice(("helpful", "sneaky")) if with_roles else None) for p in problems for _ in range(group)]
+    prompts = [policy.encode(toy.format_prompt(p.question, role)) for p, role in targets]
+    rollouts = new_rollouts(prompts, options, policy.context_window, seed)
+    await run_tandem(rollouts, policy, weak, options)
+    attempts = [
+        Attempt(p, role, r, policy.decode(r.response_ids)) for (p, role), r in zip(targets, rollouts, strict=True)
+    ]
+    rewards, extra = await reward_fn(attempts)
+    advantages = group_advantages(torch.tensor(rewards), group)
+    weight = trainer.options.junior_token_weight
+    items = [
+        TrainItem(
+            a.rollout.prompt_ids,
+            tuple(a.rollout.response_ids),
+            tuple(a.rollout.authorship.loss_weights(weight)),
+            float(adv),
+        )
+        for a, adv in zip(attempts, advantages, strict=True)
+    ]
+    stats = trainer.update(items)
+    metrics = {
+        "reward": fmean(rewards),
+        "accuracy": fmean(a.correct for a in attempts),
+        "jargon_rate": fmean(is_jargon(a.solution) for a in attempts),
+        "senior_token_frac": fmean(a.rollout.authorship.senior_token_frac for a in attempts),
+        "handoffs": fmean(a.rollout.authorship.num_handoffs for a in attempts),
+        "response_tokens": fmean(len(a.rollout.authorship) for a in attempts),
+        **stats,
+        **extra,
+    }
+    return metrics, attempts

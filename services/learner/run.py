@@ -1,0 +1,258 @@
+"""One training run: a tandem phase, then prover–verifier rounds; evaluations, checkpoints, events, report.
+
+The run is resumable: state, policy and optimizer are checkpointed after every evaluation and round boundary,
+each round's samples are stored before the verifier trains on them, and a restarted run with the same run
+directory continues from the last checkpoint, reusing stored samples and published verifier versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from services.common.artifacts import ArtifactStore
+from services.learner.evaluation import SOLO, evaluate_policy
+from services.learner.game import (
+    collect_round_samples,
+    game_reward,
+    retrain_verifier,
+    sneaky_caught_up,
+    store_round_samples,
+    verifier_job_settings,
+)
+from services.learner.policy import TransformersPolicy
+from services.learner.policy_step import correctness_reward, policy_step
+from services.learner.rollout import RolloutOptions, derive_seed
+from services.learner.run_config import RunOptions
+from services.learner.run_state import RunState, checkpoint_dir, load_optimizer, load_state, save_checkpoint
+from services.learner.settings import LearnerSettings
+from services.learner.trainer import PolicyTrainer
+from services.learner.verifier_client import VerifierClient
+from services.learner.weak_client import WeakModelClient
+from services.tasks import toy
+
+log = logging.getLogger(__name__)
+
+TRAIN_PROBLEMS = 4000
+EventKind = str  # "state" | "train" | "eval" | "round" | "log"
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    kind: EventKind
+    step: int
+    round: int
+    metrics: dict[str, float]
+    message: str = ""
+    time: float = 0.0
+
+
+def prover_half(question: str) -> bool:
+    """Prover and verifier train on disjoint halves of the problems (by hash of the text)."""
+    return hashlib.sha256(b"prover-half:" + question.encode()).digest()[0] < 128
+
+
+class StopRequested(Exception):
+    """StopRun: the run ends after its current step, checkpointed."""
+
+
+class Run:
+    """Executes :class:`RunOptions` against the weak-model and verifier services."""
+
+    def __init__(
+        self,
+        run_id: str,
+        options: RunOptions,
+        settings: LearnerSettings,
+        weak: WeakModelClient,
+        verifier: VerifierClient | None,
+        on_event: Callable[[RunEvent], None] = lambda event: None,
+    ) -> None:
+        if options.plays_game and verifier is None:
+            raise ValueError("a game run needs the verifier service")
+        self.run_id = run_id
+        self.options = options
+        self.settings = settings
+        self.weak = weak
+        self.verifier = verifier
+        self.on_event = on_event
+        self.dir = settings.runs_dir / run_id
+        self.store = ArtifactStore(settings.artifact_root)
+        self.stop_requested = False
+        self.state = RunState()
+        self.latest: dict[str, float] = {}
+        problems = toy.generate("train", TRAIN_PROBLEMS, options.seed)
+        self.prover_problems = [p for p in problems if prover_half(p.question)]
+        self.verifier_problems = [p for p in problems if not prover_half(p.question)]
+        self.tandem_problems = problems
+        self.test_problems = toy.generate("test", options.eval_problems, 0)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def _load(self) -> PolicyTrainer:
+        torch.manual_seed(self.options.seed)
+        torch.set_num_threads(self.settings.torch_threads)
+        found = checkpoint_dir(self.dir)
+        source = found / "policy" if found is not None else self.options.policy_model
+        policy = TransformersPolicy.load(source, self.settings.torch_threads)
+        reference = None
+        if self.options.optimizer.kl_coef > 0:
+            reference = AutoModelForCausalLM.from_pretrained(self.options.policy_model)
+        trainer = PolicyTrainer(policy, self.options.optimizer, reference)
+        if found is not None:
+            load_optimizer(found, trainer)
+            self.state = load_state(self.dir) or RunState()
+            self._emit("log", {}, f"resumed from step {self.state.step}, round {self.state.round}")
+        return trainer
+
+    async def execute(self) -> dict[str, float]:
+        """Run to the end (or to a stop request); returns the latest metrics."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        trainer = self._load()
+        if self.state.evaluated_at_step < 0:
+            await self._evaluate(trainer, trainer.policy)
+            save_checkpoint(self.dir, self.state, trainer)
+        try:
+            await self._tandem_phase(trainer)
+            if self.options.plays_game:
+                await self._game_phase(trainer)
+            if self.state.evaluated_at_step != self.state.step:
+                await self._evaluate(trainer, trainer.policy)
+            self.state.finished = True
+        except StopRequested:
+            self._emit("log", {}, f"stopped at step {self.state.step}")
+        save_checkpoint(self.dir, self.state, trainer)
+        return self.latest
+
+    # ---- phases ------------------------------------------------------------------------------------------------
+
+    async def _tandem_phase(self, trainer: PolicyTrainer) -> None:
+        options = RolloutOptions(
+            self.options.handoff,
+            self.options.optimizer.max_new_tokens,
+            policy_temperature=self.options.optimizer.temperature,
+        )
+        reward = correctness_reward(self.options.format_bonus)
+        while self.state.tandem_steps_done < self.options.tandem_steps:
+            problems = self._draw(self.tandem_problems, "tandem")
+            metrics, _ = await policy_step(trainer, self.weak, problems, options, reward, self._seed("tandem"))
+            self.state.tandem_steps_done += 1
+            await self._after_step(trainer, "tandem", metrics)
+
+    async def _game_phase(self, trainer: PolicyTrainer) -> None:
+        assert self.verifier is not None
+        game = self.options.game
+        schedule = self.options.handoff if self.options.mode == "tandem_game" else SOLO
+        options = RolloutOptions(
+            schedule, self.options.optimizer.max_new_tokens, policy_temperature=self.options.optimizer.temperature
+        )
+        while self.state.round < game.rounds:
+            round_ = self.state.round
+            version = await self._prepare_verifier(trainer, round_, options)
+            reward = game_reward(self.verifier, game.reward, version)
+            while self.state.round_steps_done < game.steps_per_round:
+                problems = self._draw(self.prover_problems, f"game{round_}")
+                metrics, _ = await policy_step(
+                    trainer, self.weak, problems, options, reward, self._seed("game"), with_roles=True
+                )
+                self.state.round_steps_done += 1
+                await self._after_step(trainer, "game", metrics)
+                if sneaky_caught_up(metrics):
+                    self._emit("log", metrics, f"round {round_}: sneaky-incorrect scores caught up; round ends")
+                    break
+            await self._evaluate(trainer, trainer.policy)
+            self.state.round += 1
+            self.state.round_steps_done = 0
+            save_checkpoint(self.dir, self.state, trainer)
+
+    async def _prepare_verifier(self, trainer: PolicyTrainer, round_: int, options: RolloutOptions) -> int:
+        """Samples of this round's prover → stored → verifier retrained on all rounds → published → served."""
+        assert self.verifier is not None
+        key = str(round_)
+        if key not in self.state.verifier_versions:
+            started = time.perf_counter()
+            dataset = f"{self.run_id}-samples"
+            problems = self._rng_sample(self.verifier_problems, self.options.game.samples_per_round, f"v{round_}")
+            samples = await collect_round_samples(
+                trainer.policy, self.weak, problems, options, round_, self._seed(f"samples{round_}")
+            )
+            store_round_samples(self.store, dataset, round_, samples)
+            settings = self.settings
+            job = verifier_job_settings(
+                sample_uris=[f"artifact://{dataset}/v{r + 1:06d}" for r in range(round_ + 1)],
+                init_model_path=settings.verifier_init_path,
+                out_dir=self.dir / "verifier" / f"round{round_}",
+                loss=self.options.game.verifier_loss,
+                centering_lambda=self.options.game.centering_lambda,
+                steps=self.options.game.verifier_train_steps,
+                seed=self.options.seed + round_,
+                model_name=settings.verifier_model_name,
+                redis_url=settings.redis_url,
+                redis_password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+                artifact_root=settings.artifact_root,
+                torch_threads=settings.torch_threads,
+            )
+            trained = await retrain_verifier(job)
+            assert trained.record is not None
+            self.state.verifier_versions[key] = trained.record.version
+            save_checkpoint(self.dir, self.state, trainer)
+            metrics = {f"verifier_{k}": v for k, v in trained.metrics.items()}
+            metrics |= {
+                "verifier_version": float(trained.record.version),
+                "round_samples": float(len(samples)),
+                "round_samples_correct": sum(s.correct for s in samples) / len(samples),
+                "verifier_train_s": time.perf_counter() - started,
+            }
+            self._emit("round", metrics, f"round {round_}: verifier v{trained.record.version} published")
+        version = self.state.verifier_versions[key]
+        waited = await self.verifier.wait_for_version(version, self.settings.version_wait_s)
+        self._emit(
+            "round",
+            {"verifier_wait_s": waited, "verifier_version": float(version)},
+            f"round {round_}: the verifier service serves v{version}",
+        )
+        return version
+
+    # ---- helpers -----------------------------------------------------------------------------------------------
+
+    async def _after_step(self, trainer: PolicyTrainer, phase: str, metrics: dict[str, Any]) -> None:
+        self.state.step += 1
+        self._emit("train", {f"train/{k}": float(v) for k, v in metrics.items()}, phase)
+        if self.state.step % self.options.eval_every_steps == 0:
+            await self._evaluate(trainer, trainer.policy)
+            save_checkpoint(self.dir, self.state, trainer)
+        if self.stop_requested:
+            raise StopRequested
+
+    async def _evaluate(self, trainer: PolicyTrainer, policy: TransformersPolicy) -> None:
+        verifier = self.verifier if self.options.plays_game else None
+        metrics = await evaluate_policy(
+            policy, self.weak, self.test_problems, self.options.optimizer.max_new_tokens, self._seed("eval"), verifier
+        )
+        self.state.evaluated_at_step = self.state.step
+        self._emit("eval", {f"eval/{k}": v for k, v in metrics.items()})
+
+    def _seed(self, purpose: str) -> int:
+        return derive_seed(self.options.seed, purpose, self.state.step, self.state.round)
+
+    def _draw(self, problems: list[toy.ToyProblem], purpose: str) -> list[toy.ToyProblem]:
+        return self._rng_sample(problems, self.options.optimizer.problems_per_step, purpose)
+
+    def _rng_sample(self, problems: list[toy.ToyProblem], count: int, purpose: str) -> list[toy.ToyProblem]:
+        return random.Random(self._seed(purpose)).sample(problems, min(count, len(problems)))
+
+    def _emit(self, kind: EventKind, metrics: dict[str, float], message: str = "") -> None:
+        event = RunEvent(kind, self.state.step, self.state.round, dict(metrics), message, time.time())
+        self.latest.update(metrics)
+        with (self.dir / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(event.__dict__) + "\n")
+        self.on_event(event)

@@ -1,0 +1,139 @@
+"""A RunConfig (proto) resolved into plain options: unset fields take the defaults, bad values name their field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from services.common.errors import InvalidArgument
+from services.common.genproto.legibility.v1 import learner_pb2
+from services.learner.game_rewards import GameRewardKind, reward_kind_from_proto
+from services.learner.schedule import HandoffSchedule
+from services.learner.trainer import OptimizerOptions
+
+Mode = Literal["tandem", "game", "tandem_game"]
+_MODES: dict[int, Mode] = {
+    learner_pb2.RUN_MODE_TANDEM: "tandem",
+    learner_pb2.RUN_MODE_GAME: "game",
+    learner_pb2.RUN_MODE_TANDEM_GAME: "tandem_game",
+}
+
+
+@dataclass(frozen=True)
+class GameOptions:
+    reward: GameRewardKind = "src"
+    rounds: int = 3
+    steps_per_round: int = 20
+    verifier_loss: Literal["bradley-terry", "cross-entropy"] = "bradley-terry"
+    centering_lambda: float = 0.01
+    dca: bool = False
+    verifier_train_steps: int = 300
+    """Retraining steps per round (the learner's setting; not in RunConfig)."""
+    samples_per_round: int = 128
+    """Verifier-half problems the prover solves each round for the verifier's data (4 solutions each)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    name: str
+    mode: Mode
+    steps: int
+    """Tandem steps (tandem and tandem_game); game runs count rounds × steps_per_round."""
+    seed: int
+    policy_model: Path
+    handoff: HandoffSchedule
+    optimizer: OptimizerOptions
+    game: GameOptions = field(default_factory=GameOptions)
+    eval_every_steps: int = 10
+    eval_problems: int = 64
+    format_bonus: float = 0.0
+
+    @property
+    def plays_game(self) -> bool:
+        return self.mode in ("game", "tandem_game")
+
+    @property
+    def tandem_steps(self) -> int:
+        return self.steps if self.mode in ("tandem", "tandem_game") else 0
+
+
+def _opt(message: object, name: str, default: float) -> float:
+    return getattr(message, name) if message.HasField(name) else default  # type: ignore[attr-defined]
+
+
+def _positive(field_name: str, value: float) -> None:
+    if not value > 0:
+        raise InvalidArgument(field_name, f"must be > 0, got {value}")
+
+
+def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
+    """Validate and resolve; raises InvalidArgument naming ``config.<field>``."""
+    if config.mode not in _MODES:
+        raise InvalidArgument("config.mode", "must be RUN_MODE_TANDEM, RUN_MODE_GAME or RUN_MODE_TANDEM_GAME")
+    mode = _MODES[config.mode]
+    if config.steps < 0 or (mode != "game" and config.steps == 0):
+        raise InvalidArgument("config.steps", f"must be > 0 for a {mode} run, got {config.steps}")
+    try:
+        handoff = HandoffSchedule.from_proto(config.handoff)
+    except ValueError as error:
+        raise InvalidArgument("config.handoff", str(error)) from error
+    o, d = config.optimizer, OptimizerOptions()
+    optimizer = OptimizerOptions(
+        learning_rate=_opt(o, "learning_rate", d.learning_rate),
+        group_size=int(_opt(o, "group_size", d.group_size)),
+        problems_per_step=int(_opt(o, "problems_per_step", d.problems_per_step)),
+        clip_eps=_opt(o, "clip_eps", d.clip_eps),
+        kl_coef=_opt(o, "kl_coef", d.kl_coef),
+        junior_token_weight=_opt(o, "junior_token_weight", d.junior_token_weight),
+        temperature=_opt(o, "temperature", d.temperature),
+        max_new_tokens=int(_opt(o, "max_new_tokens", d.max_new_tokens)),
+    )
+    for name in ("learning_rate", "group_size", "problems_per_step", "clip_eps", "temperature", "max_new_tokens"):
+        _positive(f"config.optimizer.{name}", getattr(optimizer, name))
+    if optimizer.group_size < 2:
+        raise InvalidArgument("config.optimizer.group_size", "must be >= 2: advantages are normalised in a group")
+    if not 0 <= optimizer.junior_token_weight <= 1:
+        raise InvalidArgument("config.optimizer.junior_token_weight", "must be in [0, 1]")
+    if optimizer.kl_coef < 0:
+        raise InvalidArgument("config.optimizer.kl_coef", "must be >= 0")
+    g, gd = config.game, GameOptions()
+    game = GameOptions(
+        reward=reward_kind_from_proto(g.reward),
+        rounds=int(_opt(g, "rounds", gd.rounds)),
+        steps_per_round=int(_opt(g, "steps_per_round", gd.steps_per_round)),
+        verifier_loss="cross-entropy"
+        if g.verifier_loss == learner_pb2.VERIFIER_LOSS_CROSS_ENTROPY
+        else "bradley-terry",
+        centering_lambda=_opt(g, "centering_lambda", gd.centering_lambda),
+        dca=g.dca,
+    )
+    if mode != "tandem":
+        _positive("config.game.rounds", game.rounds)
+        _positive("config.game.steps_per_round", game.steps_per_round)
+    if game.centering_lambda < 0:
+        raise InvalidArgument("config.game.centering_lambda", "must be >= 0")
+    e = config.evaluation
+    eval_every = int(_opt(e, "every_steps", 10))
+    eval_problems = int(_opt(e, "num_problems", 64))
+    _positive("config.evaluation.every_steps", eval_every)
+    _positive("config.evaluation.num_problems", eval_problems)
+    format_bonus = _opt(config, "format_bonus", 0.0)
+    if not 0 <= format_bonus < 1:
+        raise InvalidArgument("config.format_bonus", "must be in [0, 1): below the reward of a correct answer")
+    policy = Path(config.policy_model) if config.policy_model else default_policy
+    if not (policy / "config.json").is_file():
+        raise InvalidArgument("config.policy_model", f"{policy} is not a checkpoint directory")
+    return RunOptions(
+        name=config.name or mode,
+        mode=mode,
+        steps=config.steps,
+        seed=config.seed,
+        policy_model=policy,
+        handoff=handoff,
+        optimizer=optimizer,
+        game=game,
+        eval_every_steps=eval_every,
+        eval_problems=eval_problems,
+        format_bonus=format_bonus,
+    )
