@@ -12,6 +12,8 @@ from rich.console import Console
 
 from services.common.settings import LoggingSettings, StoreSettings
 from services.tasks.toy_models.cli import app as toy_app
+from services.verifier.bench import bench_verifier
+from services.verifier.loadtest import loadtest_verifier
 from services.weak_model.bench import bench_weak_model
 
 app = typer.Typer(help="Legibility services: verifier, weak model and learner for legibility training.")
@@ -19,12 +21,16 @@ proto_app = typer.Typer(help="Generate and check the Python gRPC stubs.")
 registry_app = typer.Typer(help="Read and watch model version records in Redis.")
 serve_app = typer.Typer(help="Run a service until SIGTERM/SIGINT.")
 bench_app = typer.Typer(help="Measure the services' throughput.")
+loadtest_app = typer.Typer(help="Drive a running service with bounded load and report latency and errors.")
 app.add_typer(proto_app, name="proto")
 app.add_typer(registry_app, name="registry")
 app.add_typer(serve_app, name="serve")
 app.add_typer(toy_app, name="toy")
 app.add_typer(bench_app, name="bench")
+app.add_typer(loadtest_app, name="loadtest")
 bench_app.command("weak-model")(bench_weak_model)
+bench_app.command("verifier")(bench_verifier)
+loadtest_app.command("verifier")(loadtest_verifier)
 console = Console()
 
 RedisUrl = Annotated[str | None, typer.Option(help="Redis URL [env LEGIBILITY_REDIS_URL].")]
@@ -41,17 +47,25 @@ def _store_settings(redis_url: str | None, artifact_root: Path | None = None) ->
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the run's report.")] = Path("runs"),
+    out: Annotated[
+        Path, typer.Option(help="Folder that receives demo-<time>/ (services' logs, artifacts, the run).")
+    ] = Path("runs"),
+    quick: Annotated[
+        bool, typer.Option(help="A minutes-long run (tiny steps and rounds): checks the whole path.")
+    ] = False,
     redis_url: RedisUrl = None,
 ) -> None:
-    """Run the end-to-end demo: a local Redis, the registry and the services on loopback; writes a report."""
+    """Run the end-to-end demo: Redis, the three services on loopback, a tandem phase and two game rounds; a report."""
+    from services.common.logs import configure_logging
     from services.demo import run_demo
 
     settings = LoggingSettings()
-    from services.common.logs import configure_logging
-
     configure_logging(settings.log_level, settings.log_format, "demo")
-    asyncio.run(run_demo(out, redis_url))
+    try:
+        asyncio.run(run_demo(out, quick, redis_url))
+    except RuntimeError as error:
+        console.print(f"[red]demo failed:[/red] {error}")
+        raise typer.Exit(1) from error
 
 
 @app.command()
@@ -172,6 +186,14 @@ def serve_verifier(ctx: typer.Context) -> None:
     from services.verifier.__main__ import main
 
     main(ctx.args, prog="legibility serve verifier")
+
+
+@serve_app.command("learner", context_settings=_PASS_THROUGH, add_help_option=False)
+def serve_learner(ctx: typer.Context) -> None:
+    """Serve the learner (StartRun, WatchRun, ...); `legibility serve learner --help` lists the flags."""
+    from services.learner.__main__ import main
+
+    main(ctx.args, prog="legibility serve learner")
 
 
 @app.command("train-verifier", context_settings=_PASS_THROUGH, add_help_option=False)

@@ -1,179 +1,170 @@
-"""`legibility demo`: the end-to-end run on one machine.
+"""`legibility demo`: the whole system on one machine, as a newcomer first runs it.
 
-Today it exercises the foundation every service stands on: a real local Redis, the version registry and the
-artifact store, as a retraining job and a serving replica use them (publish → watch → verify). The service
-issues extend this into the full tandem + prover–verifier run.
+A real local Redis; the weak-model, verifier and learner services as processes on loopback (the bundled toy
+models); the bundled verifier published as version 1. The learner then runs a tandem phase (the strong model
+learns to write so that the weak model can take over) and two prover–verifier rounds (the verifier retrained and
+hot-swapped each round), streaming progress; at the end the run's report (Markdown, JSON, plots) is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.common.artifacts import ArtifactStore
-from services.common.errors import ArtifactError, VersionConflict
+from services.common.client import open_channel
+from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
-from services.common.registry import VersionRecord, VersionRegistry, connect
+from services.common.registry import VersionRegistry, connect
+from services.launch import ServiceProcess, free_port
+from services.learner.report import write_report
+from services.learner.run_config import resolve
+from services.learner.settings import BUNDLED_MODELS
+from services.verifier.settings import BUNDLED_VERIFIER
 
-MODEL = "verifier"
 console = Console()
+LEARNER_SERVICE = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
+_SHOWN = ("solo_accuracy", "handoff_accuracy", "jargon_rate", "legibility_ce", "sneaky_fool_rate", "verifier_auc")
 
 
-@dataclass
-class PublishedVersion:
-    version: int
-    uri: str
-    sha256: str
-    watcher_latency_ms: float
-    verified: bool
+@dataclass(frozen=True)
+class DemoPlan:
+    config: learner_pb2.RunConfig
+    verifier_train_steps: int
+    round_sample_problems: int
 
 
-@dataclass
-class DemoReport:
-    started_at: str
-    redis_url: str
-    artifact_root: str
-    versions: list[PublishedVersion]
-    refused_stale_publish: str
-    refused_tampered_artifact: str
-    refused_escaping_uri: str
+def demo_plan(quick: bool) -> DemoPlan:
+    """The run the demo asks for: full (≈10 min on 2 cores) or quick (a couple of minutes, for tests)."""
+    config = learner_pb2.RunConfig(
+        name="demo" + (" (quick)" if quick else ""),
+        mode=learner_pb2.RUN_MODE_TANDEM_GAME,
+        steps=4 if quick else 120,
+        seed=0,
+        handoff=learner_pb2.HandoffSchedule(strategy=learner_pb2.HANDOFF_STRATEGY_WORD, p_primary=0.5),
+        optimizer=learner_pb2.PolicyOptimizer(
+            learning_rate=3e-5, group_size=8, problems_per_step=4 if quick else 8, max_new_tokens=100
+        ),
+        game=learner_pb2.GameConfig(reward=learner_pb2.GAME_REWARD_SRC, rounds=2, steps_per_round=2 if quick else 10),
+        evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
+    )
+    return DemoPlan(config, verifier_train_steps=40 if quick else 300, round_sample_problems=24 if quick else 128)
 
 
-def _write_checkpoint(folder: Path, version: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"model_type": "demo", "version": version}))
-    (folder / "round.txt").write_text(f"checkpoint of round {version}\n")
-    return folder
-
-
-async def _publish_rounds(
-    registry: VersionRegistry, store: ArtifactStore, scratch: Path, rounds: int, progress: Progress
-) -> list[PublishedVersion]:
-    seen: asyncio.Queue[tuple[VersionRecord, float]] = asyncio.Queue()
-
-    async def watch() -> None:
-        async for record in registry.watch(MODEL, reconcile_interval_s=1.0):
-            seen.put_nowait((record, time.perf_counter()))
-
-    watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.2)  # let the watcher subscribe before the first publish
-    task = progress.add_task("publish → watch → verify", total=rounds)
-    published = []
+@asynccontextmanager
+async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator[dict[str, ServiceProcess]]:
+    logs, store = root / "logs", root / "artifacts"
+    common = ["--metrics-port", "0", "--drain-delay-s", "0", "--log-format", "json"]
+    weak = ServiceProcess("weak-model", "services.weak_model", [*common, "--max-batch-size", "64"], logs, free_port())
+    verifier = ServiceProcess(
+        "verifier",
+        "services.verifier",
+        [*common, "--registry-version", "0", "--watch-registry", "--reconcile-interval-s", "1",
+         "--redis-url", redis_url, "--artifact-root", str(store), "--http-port", "0"],
+        logs,
+        free_port(),
+    )  # fmt: skip
+    learner = ServiceProcess(
+        "learner",
+        "services.learner",
+        [*common, "--weak-model-target", weak.target, "--verifier-target", verifier.target,
+         "--redis-url", redis_url, "--artifact-root", str(store), "--runs-dir", str(root / "runs"),
+         "--verifier-train-steps", str(plan.verifier_train_steps),
+         "--round-sample-problems", str(plan.round_sample_problems)],
+        logs,
+        free_port(),
+    )  # fmt: skip
+    processes = {"weak-model": weak, "verifier": verifier, "learner": learner}
     try:
-        for round_index in range(1, rounds + 1):
-            started = time.perf_counter()
-            record = await publish_checkpoint(
-                registry,
-                store,
-                MODEL,
-                _write_checkpoint(scratch / f"round{round_index}", round_index),
-                metrics={"round": round_index},
-            )
-            while True:
-                observed, at = await asyncio.wait_for(seen.get(), timeout=10)
-                if observed.version == record.version:
-                    break
-            store.verify(record.uri, record.sha256)
-            published.append(PublishedVersion(record.version, record.uri, record.sha256, (at - started) * 1000, True))
-            progress.advance(task)
+        yield processes
     finally:
-        watcher.cancel()
-    return published
+        for process in reversed(processes.values()):
+            process.stop()
 
 
-def _refusals(store: ArtifactStore, record: PublishedVersion) -> tuple[str, str]:
-    tampered = store.resolve(record.uri) / "round.txt"
-    tampered.chmod(0o644)
-    original = tampered.read_text()
-    tampered.write_text(original + "tampered\n")
+async def _wait_all(processes: dict[str, ServiceProcess]) -> None:
+    names = {
+        "weak-model": "legibility.v1.WeakModelService",
+        "verifier": "legibility.v1.VerifierService",
+        "learner": LEARNER_SERVICE,
+    }
+    with console.status("starting the weak-model, verifier and learner services"):
+        took = await asyncio.gather(*(p.wait_serving(names[n], 180) for n, p in processes.items()))
+    console.print("services up: " + ", ".join(f"{n} {s:.1f} s" for n, s in zip(processes, took, strict=True)))
+
+
+async def _follow(stub: learner_pb2_grpc.LearnerServiceStub, run: learner_pb2.Run, plan: DemoPlan) -> learner_pb2.Run:
+    """Stream the run's events with a progress bar; returns the final Run."""
+    config = plan.config
+    total = config.steps + config.game.rounds * config.game.steps_per_round
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("tandem", total=total)
+        async for reply in stub.WatchRun(learner_pb2.WatchRunRequest(run_id=run.run_id)):
+            event = reply.event
+            if event.kind == learner_pb2.RUN_EVENT_KIND_TRAIN_STEP:
+                progress.update(task, completed=event.step, description=event.message or "train")
+            elif event.kind == learner_pb2.RUN_EVENT_KIND_EVALUATION:
+                shown = [f"{k}={event.metrics['eval/' + k]:.3f}" for k in _SHOWN if "eval/" + k in event.metrics]
+                progress.console.print(f"[bold]eval @ step {event.step}[/bold] " + " ".join(shown))
+            elif event.kind in (learner_pb2.RUN_EVENT_KIND_ROUND, learner_pb2.RUN_EVENT_KIND_LOG) and event.message:
+                progress.console.print(f"[cyan]{event.message}[/cyan]")
+            elif event.kind == learner_pb2.RUN_EVENT_KIND_STATE:
+                progress.console.print(f"run {event.message or learner_pb2.RunState.Name(event.state)}")
+    return (await stub.GetRun(learner_pb2.GetRunRequest(run_id=run.run_id))).run
+
+
+async def run_demo(out: Path, quick: bool = False, redis_url: str | None = None) -> Path:
+    """Run the demo; returns the run's directory (holding report.md). Raises RuntimeError if the run fails."""
+    started = time.perf_counter()
+    root = (out / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
+    root.mkdir(parents=True)
+    plan = demo_plan(quick)
+    redis = None
+    if redis_url is None:
+        redis = EmbeddedRedis(data_dir=root / "redis")
+        redis.start()
+        redis_url = redis.url
     try:
-        store.verify(record.uri, record.sha256)
-        tamper_message = "NOT REFUSED"
-    except ArtifactError as error:
-        tamper_message = str(error)
-    finally:
-        tampered.write_text(original)
-    try:
-        store.resolve("artifact://../../etc")
-        escape_message = "NOT REFUSED"
-    except ArtifactError as error:
-        escape_message = str(error)
-    return tamper_message, escape_message
-
-
-async def run_demo(out: Path, redis_url: str | None, rounds: int = 3) -> Path:
-    """Run the demo and return the folder holding report.json and report.md."""
-    started = datetime.now(UTC)
-    run_dir = out / f"demo-{started:%Y%m%d-%H%M%S}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack, Progress(console=console, transient=False) as progress:
-        if redis_url is None:
-            console.print("starting a local redis-server on a free loopback port")
-            redis_url = stack.enter_context(EmbeddedRedis()).url
         client = connect(redis_url)
-        registry = VersionRegistry(client)
-        store = ArtifactStore(run_dir / "artifacts")
         try:
-            versions = await _publish_rounds(registry, store, run_dir / "scratch", rounds, progress)
-            first = versions[0]
-            try:  # a late retraining job re-publishing round 1 after round 3 is out
-                await registry.publish(
-                    VersionRecord(name=MODEL, version=first.version, uri=first.uri, sha256=first.sha256)
-                )
-                stale_message = "NOT REFUSED"
-            except VersionConflict as error:
-                stale_message = str(error)
+            record = await publish_checkpoint(
+                VersionRegistry(client), ArtifactStore(root / "artifacts"), "verifier", BUNDLED_VERIFIER
+            )
         finally:
             await client.aclose()
-        tamper_message, escape_message = _refusals(store, versions[0])
-    report = DemoReport(
-        started.isoformat(),
-        redis_url,
-        str(store.root),
-        versions,
-        stale_message,
-        tamper_message,
-        escape_message,
-    )
-    _write_report(run_dir, report)
+        console.print(f"Redis at {redis_url}; bundled verifier published as version {record.version}")
+        async with _services(root, redis_url, plan) as processes:
+            where = {"redis_url": redis_url, "services": {n: p.target for n, p in processes.items()}}
+            (root / "demo.json").write_text(json.dumps(where, indent=2) + "\n")
+            await _wait_all(processes)
+            channel = open_channel(processes["learner"].target)
+            try:
+                stub = learner_pb2_grpc.LearnerServiceStub(channel)
+                run = (await stub.StartRun(learner_pb2.StartRunRequest(config=plan.config))).run
+                console.print(f"run {run.run_id} started: {plan.config.name}")
+                final = await _follow(stub, run, plan)
+            finally:
+                await channel.close()
+    finally:
+        if redis is not None:
+            redis.stop()
+    if final.state != learner_pb2.RUN_STATE_SUCCEEDED:
+        raise RuntimeError(f"run {final.run_id} ended {learner_pb2.RunState.Name(final.state)}: {final.error}")
+    run_dir = root / "runs" / final.run_id
+    options = dataclasses.asdict(resolve(plan.config, BUNDLED_MODELS / "strong"))
+    report = write_report(run_dir, f"Demo run {final.run_id}", options, time.perf_counter() - started)
+    for line in report.summary_lines():
+        console.print(line)
     return run_dir
-
-
-def _write_report(run_dir: Path, report: DemoReport) -> None:
-    (run_dir / "report.json").write_text(json.dumps(asdict(report), indent=2))
-    table = Table(title="Version registry round trip")
-    for column in ("version", "uri", "sha256", "seen by watcher after", "verified"):
-        table.add_column(column)
-    lines = [
-        "# Demo report",
-        "",
-        f"Started {report.started_at}; Redis at `{report.redis_url}`; artifacts under `{report.artifact_root}`.",
-        "",
-        "| version | uri | sha256 | seen by watcher after (ms) | verified |",
-        "|---|---|---|---|---|",
-    ]
-    for v in report.versions:
-        table.add_row(str(v.version), v.uri, v.sha256[:12], f"{v.watcher_latency_ms:.1f} ms", str(v.verified))
-        lines.append(f"| {v.version} | {v.uri} | {v.sha256[:12]} | {v.watcher_latency_ms:.1f} | {v.verified} |")
-    refusals = {
-        "publish of a version not higher than the current one": report.refused_stale_publish,
-        "artifact changed after publishing": report.refused_tampered_artifact,
-        "artifact uri escaping the store": report.refused_escaping_uri,
-    }
-    lines += ["", "## Refused, as they must be", ""]
-    lines += [f"- {what}: {message}" for what, message in refusals.items()]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
-    console.print(table)
-    for what, message in refusals.items():
-        console.print(f"[bold]refused[/bold] {what}: {message}")
-    console.print(f"report: {run_dir / 'report.md'}")

@@ -9,10 +9,11 @@ from statistics import fmean
 
 from services.common.artifacts import ArtifactStore
 from services.common.samples import LabelledSample, put_samples, samples_uri
+from services.learner.credit import dca_token_rewards
 from services.learner.evaluation import write_solutions
 from services.learner.game_rewards import GameRewardKind, ScoredSample, game_rewards
 from services.learner.policy import TransformersPolicy
-from services.learner.policy_step import Attempt, RewardFn
+from services.learner.policy_step import Attempt, CreditFn, RewardFn
 from services.learner.rollout import RolloutOptions
 from services.learner.segments import SegmentWriter
 from services.learner.verifier_client import VerifierClient
@@ -41,6 +42,25 @@ def game_reward(verifier: VerifierClient, kind: GameRewardKind, min_version: int
         return game_rewards(samples, kind), extra
 
     return reward
+
+
+def dca_credit(verifier: VerifierClient, policy: TransformersPolicy, min_version: int) -> CreditFn:
+    """Outcome rewards split over steps by ``ScoreSteps`` gains (s_0 = 0, the centred verifier's neutral score)."""
+
+    async def credit(attempts: Sequence[Attempt], rewards: Sequence[float]) -> list[list[float]]:
+        scored = [i for i, a in enumerate(attempts) if a.solution.strip()]
+        steps = await verifier.score_steps(
+            [(attempts[i].problem.question, attempts[i].solution) for i in scored], min_version
+        )
+        step_scores: dict[int, list[tuple[int, float]]] = dict(zip(scored, steps, strict=True))
+        return [
+            dca_token_rewards(
+                reward, step_scores.get(i, []), policy.tokens_text(a.rollout.response_ids), initial_score=0.0
+            )
+            for i, (a, reward) in enumerate(zip(attempts, rewards, strict=True))
+        ]
+
+    return credit
 
 
 def sneaky_caught_up(metrics: dict[str, float]) -> bool:

@@ -43,6 +43,10 @@ class TransformersPolicy:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
+    def tokens_text(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's own text (for mapping character offsets to token positions)."""
+        return [self.tokens.pieces[i] for i in token_ids]
+
     async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
         """Sample every request's segment in one batched, KV-cached decoding loop (in a worker thread)."""
         if not requests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from statistics import fmean
 
 import torch
 
+from services.learner.credit import token_advantages
 from services.learner.policy import TransformersPolicy
 from services.learner.policy_loss import group_advantages
 from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
@@ -35,6 +37,8 @@ class Attempt:
 
 RewardFn = Callable[[Sequence[Attempt]], Awaitable[tuple[list[float], dict[str, float]]]]
 """Rewards for a step's attempts (in order) and extra metrics to log."""
+CreditFn = Callable[[Sequence[Attempt], Sequence[float]], Awaitable[list[list[float]]]]
+"""Per-token rewards of each attempt, summing to its outcome reward (deliberative credit assignment)."""
 
 
 def correctness_reward(format_bonus: float) -> RewardFn:
@@ -55,6 +59,7 @@ async def policy_step(
     reward_fn: RewardFn,
     seed: int,
     with_roles: bool = False,
+    credit_fn: CreditFn | None = None,
 ) -> tuple[dict[str, float], list[Attempt]]:
     """Sample ``group_size`` rollouts per problem (roles drawn per sample when ``with_roles``), reward, update."""
     policy: TransformersPolicy = trainer.policy
@@ -68,18 +73,22 @@ async def policy_step(
         Attempt(p, role, r, policy.decode(r.response_ids)) for (p, role), r in zip(targets, rollouts, strict=True)
     ]
     rewards, extra = await reward_fn(attempts)
-    advantages = group_advantages(torch.tensor(rewards), group)
+    advantages: list[float] | list[list[float]]
+    if credit_fn is None:
+        advantages = group_advantages(torch.tensor(rewards), group).tolist()
+    else:
+        advantages = token_advantages(await credit_fn(attempts, rewards), rewards, group)
     weight = trainer.options.junior_token_weight
     items = [
         TrainItem(
             a.rollout.prompt_ids,
             tuple(a.rollout.response_ids),
             tuple(a.rollout.authorship.loss_weights(weight)),
-            float(adv),
+            adv if isinstance(adv, float) else tuple(adv),
         )
         for a, adv in zip(attempts, advantages, strict=True)
     ]
-    stats = trainer.update(items)
+    stats = await asyncio.to_thread(trainer.update, items)  # off the event loop: health and watchers stay live
     metrics = {
         "reward": fmean(rewards),
         "accuracy": fmean(a.correct for a in attempts),

@@ -7,13 +7,13 @@ directory continues from the last checkpoint, reusing stored samples and publish
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,8 +21,10 @@ from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
 from services.learner.evaluation import SOLO, evaluate_policy
+from services.learner.events import EventKind, RunEvent
 from services.learner.game import (
     collect_round_samples,
+    dca_credit,
     game_reward,
     retrain_verifier,
     sneaky_caught_up,
@@ -43,17 +45,6 @@ from services.tasks import toy
 log = logging.getLogger(__name__)
 
 TRAIN_PROBLEMS = 4000
-EventKind = str  # "state" | "train" | "eval" | "round" | "log"
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    kind: EventKind
-    step: int
-    round: int
-    metrics: dict[str, float]
-    message: str = ""
-    time: float = 0.0
 
 
 def prover_half(question: str) -> bool:
@@ -111,16 +102,17 @@ class Run:
         if found is not None:
             load_optimizer(found, trainer)
             self.state = load_state(self.dir) or RunState()
-            self._emit("log", {}, f"resumed from step {self.state.step}, round {self.state.round}")
         return trainer
 
     async def execute(self) -> dict[str, float]:
         """Run to the end (or to a stop request); returns the latest metrics."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        trainer = self._load()
+        trainer = await asyncio.to_thread(self._load)  # model loading and saving stay off the event loop
+        if self.state.step or self.state.evaluated_at_step >= 0:
+            self._emit("log", {}, f"resumed from step {self.state.step}, round {self.state.round}")
         if self.state.evaluated_at_step < 0:
             await self._evaluate(trainer, trainer.policy)
-            save_checkpoint(self.dir, self.state, trainer)
+            await self._checkpoint(trainer)
         try:
             await self._tandem_phase(trainer)
             if self.options.plays_game:
@@ -130,8 +122,11 @@ class Run:
             self.state.finished = True
         except StopRequested:
             self._emit("log", {}, f"stopped at step {self.state.step}")
-        save_checkpoint(self.dir, self.state, trainer)
+        await self._checkpoint(trainer)
         return self.latest
+
+    async def _checkpoint(self, trainer: PolicyTrainer) -> None:
+        await asyncio.to_thread(save_checkpoint, self.dir, self.state, trainer)
 
     # ---- phases ------------------------------------------------------------------------------------------------
 
@@ -143,6 +138,7 @@ class Run:
         )
         reward = correctness_reward(self.options.format_bonus)
         while self.state.tandem_steps_done < self.options.tandem_steps:
+            self._check_stop()
             problems = self._draw(self.tandem_problems, "tandem")
             metrics, _ = await policy_step(trainer, self.weak, problems, options, reward, self._seed("tandem"))
             self.state.tandem_steps_done += 1
@@ -159,20 +155,30 @@ class Run:
             round_ = self.state.round
             version = await self._prepare_verifier(trainer, round_, options)
             reward = game_reward(self.verifier, game.reward, version)
+            credit = dca_credit(self.verifier, trainer.policy, version) if game.dca else None
             while self.state.round_steps_done < game.steps_per_round:
+                self._check_stop()
                 problems = self._draw(self.prover_problems, f"game{round_}")
                 metrics, _ = await policy_step(
-                    trainer, self.weak, problems, options, reward, self._seed("game"), with_roles=True
+                    trainer,
+                    self.weak,
+                    problems,
+                    options,
+                    reward,
+                    self._seed("game"),
+                    with_roles=True,
+                    credit_fn=credit,
                 )
                 self.state.round_steps_done += 1
                 await self._after_step(trainer, "game", metrics)
                 if sneaky_caught_up(metrics):
                     self._emit("log", metrics, f"round {round_}: sneaky-incorrect scores caught up; round ends")
                     break
-            await self._evaluate(trainer, trainer.policy)
+            if self.state.evaluated_at_step != self.state.step:
+                await self._evaluate(trainer, trainer.policy)
             self.state.round += 1
             self.state.round_steps_done = 0
-            save_checkpoint(self.dir, self.state, trainer)
+            await self._checkpoint(trainer)
 
     async def _prepare_verifier(self, trainer: PolicyTrainer, round_: int, options: RolloutOptions) -> int:
         """Samples of this round's prover → stored → verifier retrained on all rounds → published → served."""
@@ -181,7 +187,7 @@ class Run:
         if key not in self.state.verifier_versions:
             started = time.perf_counter()
             dataset = f"{self.run_id}-samples"
-            problems = self._rng_sample(self.verifier_problems, self.options.game.samples_per_round, f"v{round_}")
+            problems = self._rng_sample(self.verifier_problems, self.settings.round_sample_problems, f"v{round_}")
             samples = await collect_round_samples(
                 trainer.policy, self.weak, problems, options, round_, self._seed(f"samples{round_}")
             )
@@ -193,7 +199,7 @@ class Run:
                 out_dir=self.dir / "verifier" / f"round{round_}",
                 loss=self.options.game.verifier_loss,
                 centering_lambda=self.options.game.centering_lambda,
-                steps=self.options.game.verifier_train_steps,
+                steps=self.settings.verifier_train_steps,
                 seed=self.options.seed + round_,
                 model_name=settings.verifier_model_name,
                 redis_url=settings.redis_url,
@@ -204,7 +210,7 @@ class Run:
             trained = await retrain_verifier(job)
             assert trained.record is not None
             self.state.verifier_versions[key] = trained.record.version
-            save_checkpoint(self.dir, self.state, trainer)
+            await self._checkpoint(trainer)
             metrics = {f"verifier_{k}": v for k, v in trained.metrics.items()}
             metrics |= {
                 "verifier_version": float(trained.record.version),
@@ -229,7 +235,10 @@ class Run:
         self._emit("train", {f"train/{k}": float(v) for k, v in metrics.items()}, phase)
         if self.state.step % self.options.eval_every_steps == 0:
             await self._evaluate(trainer, trainer.policy)
-            save_checkpoint(self.dir, self.state, trainer)
+            await self._checkpoint(trainer)
+        self._check_stop()
+
+    def _check_stop(self) -> None:
         if self.stop_requested:
             raise StopRequested
 

@@ -28,10 +28,6 @@ class GameOptions:
     verifier_loss: Literal["bradley-terry", "cross-entropy"] = "bradley-terry"
     centering_lambda: float = 0.01
     dca: bool = False
-    verifier_train_steps: int = 300
-    """Retraining steps per round (the learner's setting; not in RunConfig)."""
-    samples_per_round: int = 128
-    """Verifier-half problems the prover solves each round for the verifier's data (4 solutions each)."""
 
 
 @dataclass(frozen=True)

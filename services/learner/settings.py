@@ -40,5 +40,9 @@ class LearnerSettings(ServerSettings, StoreSettings):
     """How long a round waits for the verifier service to report the newly published version."""
     torch_threads: int = Field(2, ge=1)
     """torch intra-op threads for the policy's forward and backward passes."""
+    verifier_train_steps: int = Field(300, ge=1)
+    """Optimiser steps of the verifier retraining job each game round."""
+    round_sample_problems: int = Field(128, ge=4)
+    """Verifier-half problems the prover solves each round (2 helpful + 2 sneaky solutions each) for the verifier."""
     max_concurrent_runs: int = Field(1, ge=1)
     """Runs training at once; more StartRun calls are refused with RESOURCE_EXHAUSTED."""

@@ -19,7 +19,8 @@ class TrainItem:
     prompt_ids: tuple[int, ...]
     response_ids: tuple[int, ...]
     token_weights: tuple[float, ...]
-    advantage: float
+    advantage: float | tuple[float, ...]
+    """One per rollout (GRPO), or one per response token (after deliberative credit assignment)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,19 @@ def response_log_probs(model: PreTrainedModel, items: Sequence[TrainItem], pad_i
     return out
 
 
+def _advantages(items: Sequence[TrainItem], longest: int) -> torch.Tensor:
+    """[B] when every item has one advantage, else [B, longest] (a scalar repeated over its tokens)."""
+    if all(isinstance(i.advantage, float) for i in items):
+        return torch.tensor([i.advantage for i in items])
+    out = torch.zeros((len(items), longest))
+    for row, item in enumerate(items):
+        if isinstance(item.advantage, float):
+            out[row, : len(item.response_ids)] = item.advantage
+        else:
+            out[row, : len(item.advantage)] = torch.tensor(item.advantage)
+    return out
+
+
 class PolicyTrainer:
     """Owns the optimizer of a :class:`TransformersPolicy`; one :meth:`update` per training step (on-policy)."""
 
@@ -80,7 +94,7 @@ class PolicyTrainer:
         weights = torch.zeros((len(items), longest))
         for row, item in enumerate(items):
             weights[row, : len(item.token_weights)] = torch.tensor(item.token_weights)
-        advantages = torch.tensor([i.advantage for i in items])
+        advantages = _advantages(items, longest)
         reference = None
         if self.reference is not None:
             with torch.no_grad():
@@ -102,4 +116,8 @@ class PolicyTrainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         self.optimizer.step()
         model.eval()
-        return {"loss": float(loss), "grad_norm": float(grad_norm.detach()), **{k: float(v) for k, v in stats.items()}}
+        return {
+            "loss": float(loss.detach()),
+            "grad_norm": float(grad_norm.detach()),
+            **{k: float(v) for k, v in stats.items()},
+        }

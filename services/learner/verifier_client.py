@@ -33,6 +33,23 @@ class VerifierClient:
             versions.append(reply.model.version)
         return scores, min(versions, default=0)
 
+    async def score_steps(
+        self, pairs: Sequence[tuple[str, str]], min_version: int = 0, items_per_call: int = 32
+    ) -> list[list[tuple[int, float]]]:
+        """(end offset, score) after each step of each solution (the task's step splitter), in order."""
+        results: list[list[tuple[int, float]]] = []
+        for start in range(0, len(pairs), items_per_call):
+            chunk = pairs[start : start + items_per_call]
+            reply = await self._stub.ScoreSteps(
+                verifier_pb2.ScoreStepsRequest(
+                    items=[verifier_pb2.ScoreStepsItem(problem=p, solution=s) for p, s in chunk],
+                    min_version=min_version,
+                ),
+                timeout=self._timeout_s,
+            )
+            results += [[(step.end, step.score) for step in r.steps] for r in reply.results]
+        return results
+
     async def version(self) -> int:
         reply = await self._stub.GetModelInfo(verifier_pb2.VerifierServiceGetModelInfoRequest(), timeout=10)
         return int(reply.model.version)

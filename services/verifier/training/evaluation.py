@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from statistics import fmean
 
 from services.common.samples import LabelledSample
 from services.tasks.toy_models.metrics import roc_auc
 
+log = logging.getLogger(__name__)
+
 
 def held_out_metrics(samples: Sequence[LabelledSample], scores: Sequence[float]) -> dict[str, float]:
-    """AUC, accuracy and balanced accuracy at score 0, mean score by label; per round AUC where both labels occur."""
+    """AUC, accuracy and balanced accuracy at score 0, mean score by label; per round AUC where both labels occur.
+
+    A held-out set with one label only (tiny data) gets accuracy and its mean score, without AUC: the job still
+    publishes, and the missing ``auc`` says why it is not reported.
+    """
     labels = [s.correct for s in samples]
+    if not samples:
+        raise ValueError("the held-out set is empty; raise held_out_fraction or add samples")
     if all(labels) or not any(labels):
-        raise ValueError(
-            f"the held-out set ({len(samples)} samples) needs both correct and incorrect solutions; "
-            "raise held_out_fraction or add samples"
-        )
+        log.warning("held-out set of %d samples has one label only: no AUC", len(samples))
+        label = "correct" if labels[0] else "incorrect"
+        return {
+            "accuracy": fmean((v > 0) == y for v, y in zip(scores, labels, strict=True)),
+            f"mean_score_{label}": fmean(scores),
+            "held_out_samples": float(len(samples)),
+            "held_out_correct_fraction": fmean(labels),
+        }
     correct_scores = [v for v, y in zip(scores, labels, strict=True) if y]
     incorrect_scores = [v for v, y in zip(scores, labels, strict=True) if not y]
     true_positive_rate = fmean(v > 0 for v in correct_scores)

@@ -26,6 +26,10 @@ def test_metrics_on_hand_made_scores() -> None:
     assert "auc_round0" in metrics and metrics["auc_round0"] == pytest.approx(1.0)
 
 
-def test_one_label_held_out_set_is_refused() -> None:
-    with pytest.raises(ValueError, match="both correct and incorrect"):
-        held_out_metrics([_sample(True), _sample(True)], [1.0, 2.0])
+def test_one_label_held_out_set_reports_no_auc() -> None:
+    metrics = held_out_metrics([_sample(True), _sample(True)], [1.0, -2.0])
+    assert "auc" not in metrics
+    assert metrics["accuracy"] == pytest.approx(0.5)
+    assert metrics["mean_score_correct"] == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="empty"):
+        held_out_metrics([], [])

@@ -1,0 +1,74 @@
+"""Start services as local processes on loopback and wait until their gRPC health says SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (released at once; the service binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """One service (``python -m <module> <flags>``) with its log in a file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, module: str, flags: list[str], log_dir: Path, port: int) -> None:
+        self.name = name
+        self.port = port
+        self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        env = os.environ | {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *flags],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def wait_serving(self, service: str, timeout_s: float) -> float:
+        """Poll grpc.health.v1 Check(service) until SERVING; returns the seconds it took."""
+        started = time.perf_counter()
+        async with aio.insecure_channel(self.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return time.perf_counter() - started
+                except aio.AioRpcError:
+                    pass  # not listening yet
+                if time.perf_counter() - started > timeout_s:
+                    raise TimeoutError(f"{self.name} not SERVING after {timeout_s:.0f} s; see {self.log_path}")
+                await asyncio.sleep(0.2)
+
+    def stop(self, grace_s: float = 15.0) -> int:
+        """SIGTERM (graceful drain), SIGKILL after ``grace_s``; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return int(self.process.returncode)

@@ -1,0 +1,372 @@
+"""A finished (or killed) run's report: report.json, report.md and PNG plots, all read back from metrics.jsonl.
+
+The report is rebuilt from the event log alone, so it can be written for a run that crashed, was stopped, or ran on
+another machine; ``options`` and ``wall_seconds`` only add what the log cannot know.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.learner.events import RunEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KeyMetric:
+    name: str
+    label: str
+    percent: bool
+    """A rate in [0, 1]: shown as a percentage, its change in percentage points."""
+
+
+KEY_METRICS = (
+    KeyMetric("eval/solo_accuracy", "solo accuracy", True),
+    KeyMetric("eval/sampled_accuracy", "sampled accuracy", True),
+    KeyMetric("eval/handoff_accuracy", "handoff accuracy", True),
+    KeyMetric("eval/jargon_rate", "jargon rate", True),
+    KeyMetric("eval/legibility_ce", "legibility CE (nats)", False),
+    KeyMetric("eval/sneaky_fool_rate", "sneaky fool rate", True),
+    KeyMetric("eval/verifier_auc", "verifier AUC", False),
+)
+
+
+@dataclass(frozen=True)
+class BeforeAfter:
+    label: str
+    percent: bool
+    before: float
+    after: float
+    before_step: int
+    after_step: int
+
+    @property
+    def change(self) -> float:
+        return self.after - self.before
+
+    def fmt(self, value: float) -> str:
+        return f"{100 * value:.1f}%" if self.percent else f"{value:.3f}"
+
+    def fmt_change(self) -> str:
+        return f"{100 * self.change:+.1f} pp" if self.percent else f"{self.change:+.3f}"
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    round: int
+    step: int
+    metrics: dict[str, float]
+    """The round's events merged: verifier_version, verifier_auc, verifier_wait_s, round_samples, ..."""
+
+
+@dataclass
+class Report:
+    title: str
+    markdown: Path
+    json: Path
+    plots: list[Path]
+    before_after: dict[str, BeforeAfter]
+    rounds: list[RoundSummary] = field(default_factory=list)
+    wall_seconds: float | None = None
+
+    def summary_lines(self) -> list[str]:
+        """A few console lines: the key before → after changes, the rounds and where the report is."""
+        lines = [
+            f"{m.label} {m.fmt(m.before)} → {m.fmt(m.after)} ({m.fmt_change()})" for m in self.before_after.values()
+        ]
+        if self.rounds:
+            lines.append(f"{len(self.rounds)} verifier rounds")
+        if self.wall_seconds is not None:
+            lines.append(f"wall time {format_duration(self.wall_seconds)}")
+        lines.append(f"report: {self.markdown}")
+        return lines
+
+
+def read_events(path: Path) -> list[RunEvent]:
+    """Parse metrics.jsonl, skipping lines that do not parse (a run killed mid-write leaves a truncated last line)."""
+    events: list[RunEvent] = []
+    if not path.is_file():
+        return events
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            events.append(
+                RunEvent(
+                    str(raw["kind"]),
+                    int(raw["step"]),
+                    int(raw.get("round", 0)),
+                    {k: float(v) for k, v in raw.get("metrics", {}).items() if isinstance(v, int | float)},
+                    str(raw.get("message", "")),
+                    float(raw.get("time", 0.0)),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("skipping unreadable line %d of %s", number, path)
+    return events
+
+
+def by_step(events: list[RunEvent], kind: str) -> list[RunEvent]:
+    """One event per step, the last one: a resumed run re-emits the steps after its checkpoint."""
+    latest = {e.step: e for e in events if e.kind == kind}
+    return [latest[s] for s in sorted(latest)]
+
+
+def series(events: list[RunEvent], name: str) -> list[tuple[int, float]]:
+    return [(e.step, e.metrics[name]) for e in events if name in e.metrics and math.isfinite(e.metrics[name])]
+
+
+def before_after(evals: list[RunEvent]) -> dict[str, BeforeAfter]:
+    """First and last finite value of each key metric (game metrics may appear only in later evaluations)."""
+    table: dict[str, BeforeAfter] = {}
+    for metric in KEY_METRICS:
+        points = series(evals, metric.name)
+        if points:
+            (s0, v0), (s1, v1) = points[0], points[-1]
+            table[metric.name] = BeforeAfter(metric.label, metric.percent, v0, v1, s0, s1)
+    return table
+
+
+def summarize_rounds(events: list[RunEvent]) -> list[RoundSummary]:
+    merged: dict[int, RoundSummary] = {}
+    for e in events:
+        if e.kind == "round":
+            old = merged.get(e.round)
+            step = old.step if old else e.step
+            merged[e.round] = RoundSummary(e.round, step, {**(old.metrics if old else {}), **e.metrics})
+    return [merged[r] for r in sorted(merged)]
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON has no NaN: a metric the run could not compute becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ---- plots -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    kind: str
+    metric: str
+    label: str
+    thin: bool = False
+
+
+@dataclass(frozen=True)
+class Plot:
+    file: str
+    title: str
+    ylabel: str
+    lines: tuple[Line, ...]
+    percent: bool = False
+    steps: bool = False
+    """Draw as a step function: the value holds until the next point (verifier versions)."""
+
+
+PLOTS = (
+    Plot(
+        "accuracy.png",
+        "Evaluation accuracy",
+        "accuracy",
+        (
+            Line("eval", "eval/solo_accuracy", "solo (greedy)"),
+            Line("eval", "eval/sampled_accuracy", "sampled"),
+            Line("eval", "eval/handoff_accuracy", "handoff to the weak model"),
+        ),
+        percent=True,
+    ),
+    Plot(
+        "jargon_rate.png",
+        "Jargon rate",
+        "share of solutions with jargon",
+        (
+            Line("eval", "eval/jargon_rate", "evaluation"),
+            Line("train", "train/jargon_rate", "training batch", thin=True),
+        ),
+        percent=True,
+    ),
+    Plot(
+        "legibility.png",
+        "Legibility: weak model's cross-entropy on the policy's solutions (lower = more legible)",
+        "nats per token",
+        (Line("eval", "eval/legibility_ce", "legibility CE"),),
+    ),
+    Plot(
+        "game.png",
+        "Prover–verifier game",
+        "rate / AUC",
+        (
+            Line("eval", "eval/sneaky_fool_rate", "sneaky fool rate"),
+            Line("eval", "eval/verifier_auc", "verifier AUC"),
+        ),
+    ),
+    Plot(
+        "verifier_version.png",
+        "Verifier version in use",
+        "verifier version",
+        (Line("train", "train/verifier_version", "training"), Line("eval", "eval/verifier_version", "evaluation")),
+        steps=True,
+    ),
+    Plot(
+        "reward.png",
+        "Training reward and senior-token share",
+        "value",
+        (Line("train", "train/reward", "reward"), Line("train", "train/senior_token_frac", "senior token fraction")),
+    ),
+)
+
+
+def draw_plots(run_dir: Path, by_kind: dict[str, list[RunEvent]], round_steps: list[int]) -> list[Path]:
+    """Write each plot with data; returns their paths ([] when matplotlib is not installed)."""
+    try:
+        # Imported here: matplotlib takes ~0.5 s to import, and only report writing needs it.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import PercentFormatter
+    except ImportError:
+        log.warning("matplotlib is not installed; the report has no plots")
+        return []
+    written: list[Path] = []
+    for plot in PLOTS:
+        data = [(line, series(by_kind[line.kind], line.metric)) for line in plot.lines]
+        if not any(points for _, points in data):
+            continue
+        # A bare Figure on an Agg canvas, not pyplot: no global backend switch, no figure registry to leak.
+        fig = Figure(figsize=(8, 4.5), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for line, points in data:
+            if points:
+                xs, ys = zip(*points, strict=True)
+                style = {"linewidth": 0.8, "alpha": 0.6} if line.thin else {"linewidth": 1.8, "marker": "o", "ms": 4}
+                ax.plot(xs, ys, label=line.label, drawstyle="steps-post" if plot.steps else "default", **style)
+        for i, step in enumerate(round_steps):
+            ax.axvline(
+                step, color="grey", linestyle=":", linewidth=1, label="verifier round" if i == 0 else "_nolegend_"
+            )
+        ax.set_title(plot.title, fontsize=11)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(plot.ylabel)
+        if plot.percent:
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+        fig.tight_layout()
+        path = run_dir / plot.file
+        fig.savefig(path, format="png")
+        written.append(path)
+    return written
+
+
+# ---- report ------------------------------------------------------------------------------------------------------
+
+
+def _what_ran(options: dict[str, Any] | None, train: list[RunEvent], evals: list[RunEvent], rounds: int) -> str:
+    options = options or {}
+    tandem = sum(e.message == "tandem" for e in train)
+    game = sum(e.message == "game" for e in train)
+    planned = options.get("steps") if options.get("mode") in ("tandem", "tandem_game") else None
+    parts = (
+        [f"{tandem} of {planned} tandem steps" if planned else f"{tandem} tandem steps"] if tandem or planned else []
+    )
+    if game or rounds:
+        planned_rounds = (options.get("game") or {}).get("rounds")
+        of = f" of {planned_rounds}" if planned_rounds else ""
+        parts.append(f"{game} game steps in {rounds}{of} verifier rounds")
+    parts.append(f"{len(evals)} evaluations" + (f" (last at step {evals[-1].step})" if evals else ""))
+    name = f" `{options['name']}`" if options.get("name") else ""
+    mode = options.get("mode", "")
+    return f"**What ran:** {mode + ' ' if mode else ''}run{name}: " + ", ".join(parts) + "."
+
+
+def _markdown(
+    title: str, what: str, table: dict[str, BeforeAfter], rounds: list[RoundSummary], wall: str, plots: list[Path]
+) -> str:
+    out = [f"# {title}", "", what, ""]
+    out += ["## Before → after", ""]
+    if table:
+        first = min(m.before_step for m in table.values())
+        last = max(m.after_step for m in table.values())
+        out += [f"First and last evaluation (step {first} → step {last}).", ""]
+        out += ["| metric | before | after | change |", "|---|---:|---:|---:|"]
+        for m in table.values():
+            before = m.fmt(m.before) + (f" (step {m.before_step})" if m.before_step != first else "")
+            after = m.fmt(m.after) + (f" (step {m.after_step})" if m.after_step != last else "")
+            out.append(f"| {m.label} | {before} | {after} | {m.fmt_change()} |")
+    else:
+        out.append("No evaluation was recorded.")
+    if rounds:
+        out += ["", "## Verifier rounds", "", "| round | verifier version | held-out AUC | wait for service (s) |"]
+        out.append("|---:|---:|---:|---:|")
+        for r in rounds:
+            version, auc, wait = (r.metrics.get(k) for k in ("verifier_version", "verifier_auc", "verifier_wait_s"))
+            cells = [
+                f"v{int(version)}" if version is not None else "–",
+                f"{auc:.3f}" if auc is not None and math.isfinite(auc) else "–",
+                f"{wait:.1f}" if wait is not None else "–",
+            ]
+            out.append(f"| {r.round} | " + " | ".join(cells) + " |")
+    out += ["", f"**Wall time:** {wall}", "", "## Plots", ""]
+    out += [f"![{p.stem}]({p.name})" for p in plots] or ["_No plots: matplotlib is not installed or nothing to plot._"]
+    return "\n".join(out) + "\n"
+
+
+def write_report(
+    run_dir: Path, title: str, options: dict[str, Any] | None = None, wall_seconds: float | None = None
+) -> Report:
+    """Read run_dir/metrics.jsonl; write report.json, report.md and the plots into run_dir.
+
+    options: the run's options as a dict (e.g. ``dataclasses.asdict(RunOptions)``), copied into report.json.
+    wall_seconds: the run's wall time; without it, the span between the first and last event.
+    """
+    events = read_events(run_dir / "metrics.jsonl")
+    by_kind = {kind: by_step(events, kind) for kind in ("train", "eval")}
+    train, evals = by_kind["train"], by_kind["eval"]
+    rounds = summarize_rounds(events)
+    timed = [e.time for e in events if e.time > 0]
+    if wall_seconds is None and len(timed) > 1:
+        wall_seconds = max(timed) - min(timed)
+    table = before_after(evals)
+    plots = draw_plots(run_dir, by_kind, sorted({r.step for r in rounds}))
+    wall = format_duration(wall_seconds) if wall_seconds is not None else "unknown"
+    md_path, json_path = run_dir / "report.md", run_dir / "report.json"
+    md_path.write_text(_markdown(title, _what_ran(options, train, evals, len(rounds)), table, rounds, wall, plots))
+    content = {
+        "title": title,
+        "options": options,
+        "wall_seconds": wall_seconds,
+        "counts": {"train_steps": len(train), "evaluations": len(evals), "rounds": len(rounds), "events": len(events)},
+        "first_eval": {"step": evals[0].step, "metrics": evals[0].metrics} if evals else None,
+        "last_eval": {"step": evals[-1].step, "metrics": evals[-1].metrics} if evals else None,
+        "rounds": [{"round": r.round, "step": r.step, "metrics": r.metrics} for r in rounds],
+        "before_after": {
+            name: {"label": m.label, "before": m.before, "after": m.after, "change": m.change}
+            | {"before_step": m.before_step, "after_step": m.after_step}
+            for name, m in table.items()
+        },
+        "plots": [p.name for p in plots],
+    }
+    json_path.write_text(json.dumps(_finite(content), indent=2, default=str) + "\n")
+    return Report(title, md_path, json_path, plots, table, rounds, wall_seconds)

@@ -1,0 +1,294 @@
+"""``legibility bench verifier``: what the verifier service costs on top of its own forward passes, and vLLM's.
+
+On the same checkpoint and the same pairs (the load generator's toy problems, plain and jargon, some wrong):
+
+1. raw: the checkpoint loaded as the service loads it (``load_verifier``: same encoding, same torch threads), pairs
+   scored in batches of ``max_batch_size`` in this process, no gRPC — the most the model gives;
+2. the service, ``python -m services.verifier`` in a subprocess (so the clients do not share its GIL), driven by
+   :func:`services.verifier.loadtest.run_loadtest` over gRPC Score from 1, 8 and 64 concurrent clients with one item
+   per request (RL reward calls), and 64 clients with 8 items per request;
+3. vLLM's own OpenAI server with the pooling runner (``--convert classify``), ``POST /classify`` from 64 concurrent
+   clients; its probabilities are checked against sigmoid of our scores. The bundled GPT-2 has 16-wide heads, which
+   vLLM's CPU attention has no kernel for: the server loads the weak-model engine's exact zero-padding patch as its
+   worker extension.
+
+Scores per second and the ratio to raw side by side. Engines run one after the other, never two on the CPU at once;
+each level is bounded by ``--requests`` and ``--duration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.launch import free_port
+from services.verifier.settings import BUNDLED_VERIFIER, VerifierSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = VerifierSettings()
+POOL_SIZE = 64
+"""Distinct pairs, cycled: the load generator's pool for batch sizes up to 16."""
+START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    clients: int
+    items_per_request: int
+    scores_per_s: float | None
+    """None: the row was skipped (see note)."""
+    failed: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: Path = BUNDLED_VERIFIER
+    levels: tuple[tuple[int, int], ...] = ((1, 1), (8, 1), (64, 1), (64, 8))
+    """(clients, items per request) for the service."""
+    vllm_levels: tuple[tuple[int, int], ...] = ((64, 1), (64, 8))
+    requests: int = 4000
+    """Most requests per level."""
+    duration_s: float = 20.0
+    """Most seconds per level."""
+    max_batch_size: int = DEFAULTS.max_batch_size
+    max_delay_ms: float = DEFAULTS.max_delay_ms
+    torch_threads: int = DEFAULTS.torch_threads
+    vllm: bool = True
+
+
+def bench_pairs(seed: int = 0) -> list[tuple[str, str]]:
+    from services.verifier.loadtest import load_pairs
+
+    return [(q, s) for q, s, _ in load_pairs(POOL_SIZE, seed)]
+
+
+def measure_raw(config: BenchConfig, pairs: list[tuple[str, str]], total: int) -> tuple[Row, list[float]]:
+    """In-process forward passes of ``max_batch_size`` pairs; also the scores of ``pairs`` (for vLLM's check)."""
+    from services.verifier.model import load_verifier
+
+    model = load_verifier(config.model, max_batch_size=config.max_batch_size, torch_threads=config.torch_threads)
+    batch = [pairs[i % len(pairs)] for i in range(config.max_batch_size)]
+    reference = model.forward(pairs)  # also the warm-up
+    scored, started = 0, time.perf_counter()
+    while scored == 0 or (scored < total and time.perf_counter() - started < config.duration_s):
+        model.forward(batch)
+        scored += len(batch)
+    seconds = time.perf_counter() - started
+    return Row("raw forward", 1, config.max_batch_size, scored / seconds), reference
+
+
+def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: stopped as a whole
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def _exited(process: subprocess.Popen[bytes], what: str) -> RuntimeError:
+    stderr = process.stderr.read().decode(errors="replace")[-2000:] if process.stderr else ""
+    return RuntimeError(f"{what} exited with {process.returncode}: {stderr}")
+
+
+async def measure_service(config: BenchConfig) -> list[Row]:
+    """``python -m services.verifier`` on loopback, driven by the load generator at each level."""
+    from services.common.client import open_channel
+    from services.common.genproto.legibility.v1 import verifier_pb2, verifier_pb2_grpc
+    from services.verifier.loadtest import LoadConfig, run_loadtest
+
+    port = free_port()
+    command = [sys.executable, "-m", "services.verifier", "--port", str(port), "--model-path", str(config.model)]
+    command += ["--no-metrics-enabled", "--no-http-enabled", "--drain-delay-s", "0", "--log-level", "WARNING"]
+    command += ["--max-batch-size", str(config.max_batch_size), "--max-delay-ms", str(config.max_delay_ms)]
+    command += ["--torch-threads", str(config.torch_threads), "--max-queue-size", str(max(1024, 64 * 8 * 2))]
+    process = _start(command)
+    target = f"127.0.0.1:{port}"
+    try:
+        channel = open_channel(target)
+        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise _exited(process, "the verifier")
+            try:
+                await stub.GetModelInfo(verifier_pb2.VerifierServiceGetModelInfoRequest(), timeout=2)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        await channel.close()
+        rows = []
+        for clients, items in config.levels:
+            load = LoadConfig(
+                target=target,
+                requests=config.requests,
+                duration_s=config.duration_s,
+                concurrency=clients,
+                batch_size=items,
+            )
+            report = await run_loadtest(load)
+            log.info("service %d x %d: %.0f scores/s", clients, items, report.items_per_s)
+            rows.append(Row("service gRPC Score", clients, items, report.items_per_s, report.requests_failed))
+        return rows
+    finally:
+        _stop(process)
+
+
+async def measure_vllm(config: BenchConfig, pairs: list[tuple[str, str]], reference: list[float]) -> list[Row]:
+    """vLLM's OpenAI server, pooling runner, POST /classify; rows plus max |probs - sigmoid(our score)| in the note."""
+    import aiohttp
+
+    from services.tasks.toy import format_verifier_input
+    from services.weak_model.engines.vllm import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
+
+    port = free_port()
+    extension = f"{PaddedHeadsWorkerExtension.__module__}.{PaddedHeadsWorkerExtension.__name__}"
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(config.model)]
+    command += ["--runner", "pooling", "--convert", "classify", "--dtype", "float32", "--enforce-eager"]
+    command += ["--worker-extension-cls", extension, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--max-num-seqs", str(config.max_batch_size), "--disable-uvicorn-access-log"]
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", PAD_HEADS_ENV: "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    process = _start(command, env)
+    url = f"http://127.0.0.1:{port}"
+    # The tokenizer turns the EOS string into the EOS token: the read-out position our encoding appends.
+    texts = [format_verifier_input(q, s) + "<|endoftext|>" for q, s in pairs]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                if process.poll() is not None:
+                    raise _exited(process, "vLLM's server")
+                try:
+                    async with session.get(f"{url}/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"vLLM's server did not start within {START_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(1.0)
+
+            async def classify(inputs: list[str]) -> list[float]:
+                body = {"model": str(config.model), "input": inputs}
+                async with session.post(f"{url}/classify", json=body) as response:
+                    response.raise_for_status()
+                    return [item["probs"][0] for item in (await response.json())["data"]]
+
+            probs = await classify(texts)
+            difference = max(abs(p - 1 / (1 + math.exp(-s))) for p, s in zip(probs, reference, strict=True))
+            note = f"max |probs - sigmoid(our score)| = {difference:.1e} over {len(texts)} pairs"
+            rows = []
+            for clients, items in config.vllm_levels:
+                ok, failed, seconds = await _drive(classify, texts, clients, items, config)
+                rows.append(Row("vLLM /classify", clients, items, ok * items / seconds, failed, note))
+            return rows
+    finally:
+        _stop(process)
+
+
+async def _drive(classify, texts: list[str], clients: int, items: int, config: BenchConfig) -> tuple[int, int, float]:
+    """``clients`` loops share ``config.requests`` calls of ``items`` texts, stopping after ``config.duration_s``."""
+    counts = {"sent": 0, "ok": 0, "failed": 0}
+    started = time.perf_counter()
+    end = started + config.duration_s
+
+    async def client() -> None:
+        while counts["sent"] < config.requests and time.perf_counter() < end:
+            index = counts["sent"]
+            counts["sent"] += 1
+            try:
+                await classify([texts[(index * items + k) % len(texts)] for k in range(items)])
+                counts["ok"] += 1
+            except Exception:
+                counts["failed"] += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return counts["ok"], counts["failed"], time.perf_counter() - started
+
+
+async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
+    """Raw, then the service, then vLLM (a failure to start it becomes a skipped row)."""
+    pairs = bench_pairs()
+    raw, reference = await asyncio.to_thread(measure_raw, config, pairs, config.requests * 8)
+    rows = await measure_service(config)
+    if config.vllm:
+        try:
+            rows += await measure_vllm(config, pairs, reference)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            rows.append(Row("vLLM /classify", 64, 1, None, note=f"skipped ({reason})"))
+    return raw, rows
+
+
+def table(raw: Row, rows: list[Row], title: str) -> Table:
+    out = Table(title=title)
+    for name in ("mode", "clients", "items/request", "scores/s", "ratio vs raw", "failed"):
+        out.add_column(name, justify="left" if name == "mode" else "right")
+    notes = []
+    for row in [raw, *rows]:
+        if row.scores_per_s is None:
+            out.add_row(row.mode, str(row.clients), str(row.items_per_request), "-", "-", "-")
+        else:
+            ratio = "" if row is raw else f"{row.scores_per_s / raw.scores_per_s:.2f}"
+            cells = (str(row.clients), str(row.items_per_request), f"{row.scores_per_s:.0f}", ratio, str(row.failed))
+            out.add_row(row.mode, *cells)
+        if row.note and row.note not in notes:
+            notes.append(row.note)
+    out.caption = "\n".join(f"{row_note}" for row_note in notes) or None
+    return out
+
+
+def bench_verifier(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory (transformers format).")] = BUNDLED_VERIFIER,
+    requests: Annotated[int, typer.Option(min=1, help="Most requests per level (raw: 8x as many pairs).")] = 4000,
+    duration: Annotated[float, typer.Option(min=0.1, help="Most seconds per level (a level stops after it).")] = 20.0,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass (raw and service).")] = 64,
+    max_delay_ms: Annotated[float, typer.Option(min=0, help="The service's batching delay.")] = DEFAULTS.max_delay_ms,
+    torch_threads: Annotated[int, typer.Option(min=1, help="torch threads (raw and service).")] = 1,
+    vllm: Annotated[bool, typer.Option(help="Also measure vLLM's pooling server (/classify).")] = True,
+) -> None:
+    """Scores/s of raw forward passes vs the verifier service at 1, 8 and 64 clients, and vLLM's /classify."""
+    logging.basicConfig(level=logging.WARNING)
+    config = BenchConfig(
+        model=model,
+        requests=requests,
+        duration_s=duration,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        torch_threads=torch_threads,
+        vllm=vllm,
+    )
+    raw, rows = asyncio.run(run_bench(config))
+    title = (
+        f"verifier throughput: {model.name}, max_batch_size {max_batch_size}, max_delay_ms {max_delay_ms:g}, "
+        f"{torch_threads} torch thread(s), {os.cpu_count()} CPUs"
+    )
+    Console(width=max(Console().width, 110)).print(table(raw, rows, title))

@@ -1,0 +1,136 @@
+"""Two quick prover–verifier rounds against real services: the verifier version advances, the learner waits for it,
+and a run stopped mid-round resumes with its stored samples and published versions intact."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.common.artifacts import MANIFEST_NAME, ArtifactStore
+from services.common.client import open_channel
+from services.common.genproto.legibility.v1 import learner_pb2, verifier_pb2_grpc, weak_model_pb2_grpc
+from services.common.publish import publish_checkpoint
+from services.common.redis_launcher import EmbeddedRedis
+from services.common.registry import VersionRegistry, connect
+from services.common.samples import load_samples, samples_uri
+from services.learner.events import RunEvent
+from services.learner.run import Run
+from services.learner.run_config import resolve
+from services.learner.settings import LearnerSettings
+from services.learner.verifier_client import VerifierClient
+from services.learner.weak_client import WeakModelClient
+from services.verifier.app import start_verifier
+from services.verifier.settings import BUNDLED_VERIFIER, VerifierSettings
+from services.weak_model.app import start_weak_model
+from services.weak_model.settings import WeakModelSettings
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Services:
+    weak: WeakModelClient
+    verifier: VerifierClient
+    settings: LearnerSettings
+    store: ArtifactStore
+
+
+@pytest.fixture
+async def services(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Services]:
+    store = ArtifactStore(tmp_path / "artifacts")
+    client = connect(redis_server.url)
+    await publish_checkpoint(VersionRegistry(client), store, "verifier", BUNDLED_VERIFIER)
+    await client.aclose()
+    quick = {"port": 0, "metrics_port": 0, "drain_delay_s": 0, "grace_period_s": 1, "max_delay_ms": 2.0}
+    weak_app = await start_weak_model(WeakModelSettings(**quick))
+    verifier_app = await start_verifier(
+        VerifierSettings(
+            **quick, http_enabled=False, registry_version=0, watch_registry=True, reconcile_interval_s=0.5,
+            redis_url=redis_server.url, artifact_root=store.root,
+        )
+    )  # fmt: skip
+    channels = [open_channel(f"127.0.0.1:{app.server.port}") for app in (weak_app, verifier_app)]
+    settings = LearnerSettings(
+        redis_url=redis_server.url, artifact_root=store.root, runs_dir=tmp_path / "runs",
+        verifier_train_steps=30, round_sample_problems=48, torch_threads=1, version_wait_s=30,
+    )  # fmt: skip
+    yield Services(
+        WeakModelClient(weak_model_pb2_grpc.WeakModelServiceStub(channels[0])),
+        VerifierClient(verifier_pb2_grpc.VerifierServiceStub(channels[1])),
+        settings,
+        store,
+    )
+    for channel in channels:
+        await channel.close()
+    await verifier_app.stop()
+    await weak_app.stop()
+
+
+def _config(dca: bool = False) -> learner_pb2.RunConfig:
+    return learner_pb2.RunConfig(
+        mode=learner_pb2.RUN_MODE_TANDEM_GAME,
+        steps=1,
+        seed=0,
+        optimizer=learner_pb2.PolicyOptimizer(learning_rate=3e-5, group_size=4, problems_per_step=2, max_new_tokens=64),
+        game=learner_pb2.GameConfig(rounds=2, steps_per_round=2, dca=dca),
+        evaluation=learner_pb2.EvaluationConfig(every_steps=100, num_problems=8),
+    )
+
+
+def _run(services: Services, events: list[RunEvent], config: learner_pb2.RunConfig, run_id: str = "game") -> Run:
+    options = resolve(config, services.settings.policy_model_path)
+    return Run(run_id, options, services.settings, services.weak, services.verifier, events.append)
+
+
+async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: Services) -> None:
+    events: list[RunEvent] = []
+    await _run(services, events, _config(dca=True)).execute()
+
+    published = [e.metrics["verifier_version"] for e in events if e.kind == "round" and "verifier_auc" in e.metrics]
+    served = [e for e in events if e.kind == "round" and "verifier_wait_s" in e.metrics]
+    assert published == [2.0, 3.0]  # version 1 is the bundled verifier
+    assert [e.metrics["verifier_version"] for e in served] == [2.0, 3.0]
+    assert all(0 <= e.metrics["verifier_wait_s"] < 30 for e in served)
+    # Every game step was scored by the round's verifier or a newer one, never the one before.
+    game_steps = [e for e in events if e.kind == "train" and e.message == "game"]
+    assert len(game_steps) >= 2
+    for step in game_steps:
+        round_version = published[step.round]
+        assert step.metrics["train/verifier_version"] >= round_version
+    final_eval = [e for e in events if e.kind == "eval"][-1]
+    assert final_eval.metrics["eval/verifier_version"] == 3.0
+    for round_ in (0, 1):
+        samples, _ = load_samples(services.store, samples_uri("game-samples", round_))
+        assert len(samples) == 48 * 4 and {s.role for s in samples} == {"helpful", "sneaky"}
+        assert {s.round for s in samples} == {round_}
+
+
+async def test_a_stopped_run_resumes_with_its_samples_and_versions(services: Services) -> None:
+    events: list[RunEvent] = []
+    run = _run(services, events, _config(), run_id="resumed")
+
+    def stop_in_round_zero(event: RunEvent) -> None:
+        events.append(event)
+        if event.kind == "train" and event.message == "game":
+            run.stop_requested = True
+
+    run.on_event = stop_in_round_zero
+    await run.execute()
+    assert not run.state.finished and run.state.round == 0
+    uri = samples_uri("resumed-samples", 0)
+    manifest_sha = hashlib.sha256((services.store.resolve(uri) / MANIFEST_NAME).read_bytes()).hexdigest()
+
+    resumed_events: list[RunEvent] = []
+    resumed = _run(services, resumed_events, _config(), run_id="resumed")
+    await resumed.execute()
+    assert resumed.state.finished
+    first_train = next(e for e in resumed_events if e.kind == "train")
+    assert first_train.step == run.state.step + 1  # no step redone
+    assert resumed.state.verifier_versions == {"0": 2, "1": 3}  # round 0's verifier was not retrained
+    assert hashlib.sha256((services.store.resolve(uri) / MANIFEST_NAME).read_bytes()).hexdigest() == manifest_sha
+    samples, _ = load_samples(services.store, uri)
+    assert len(samples) == 48 * 4

@@ -1,0 +1,80 @@
+"""A tiny tandem run end to end: StartRun → WatchRun (history + live, resumable) → GetRun, ListRuns."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from services.common.genproto.legibility.v1 import learner_pb2
+from tests.integration.learner.conftest import RunningLearner, tiny_tandem, watch
+
+K = learner_pb2
+
+
+@pytest.mark.slow
+async def test_tandem_run_streams_events_and_succeeds(learner: RunningLearner) -> None:
+    health = await learner.health.Check(health_pb2.HealthCheckRequest(service="legibility.v1.LearnerService"))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+    started = await learner.stub.StartRun(K.StartRunRequest(config=tiny_tandem(steps=2, every_steps=1)))
+    run = started.run
+    assert re.fullmatch(r"run-\d{8}t\d{6}-[0-9a-f]{6}", run.run_id)
+    assert re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", f"{run.run_id}-samples")
+    assert run.state in (K.RUN_STATE_PENDING, K.RUN_STATE_RUNNING)
+    assert run.config.optimizer.group_size == 2
+
+    # Two watchers at once while the run is live, and one attaching after the end: all get every event.
+    events, concurrent = await asyncio.gather(watch(learner.stub, run.run_id), watch(learner.stub, run.run_id))
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert concurrent == events
+    assert await watch(learner.stub, run.run_id) == events
+
+    states = [e.state for e in events if e.kind == K.RUN_EVENT_KIND_STATE]
+    assert states == [K.RUN_STATE_RUNNING, K.RUN_STATE_SUCCEEDED]
+    assert events[0].kind == K.RUN_EVENT_KIND_STATE and events[0].state == K.RUN_STATE_RUNNING
+    assert events[-1].kind == K.RUN_EVENT_KIND_STATE and events[-1].state == K.RUN_STATE_SUCCEEDED
+    train = [e for e in events if e.kind == K.RUN_EVENT_KIND_TRAIN_STEP]
+    assert [e.step for e in train] == [1, 2]
+    assert all("train/reward" in e.metrics for e in train)
+    evals = [e for e in events if e.kind == K.RUN_EVENT_KIND_EVALUATION]
+    assert [e.step for e in evals] == [0, 1, 2]  # before training, then every step
+    assert all(0.0 <= e.metrics["eval/solo_accuracy"] <= 1.0 for e in evals)
+    assert all(e.run_id == run.run_id and e.time.seconds > 0 for e in events)
+
+    got = (await learner.stub.GetRun(K.GetRunRequest(run_id=run.run_id))).run
+    assert got.state == K.RUN_STATE_SUCCEEDED
+    assert got.step == 2
+    assert "eval/jargon_rate" in got.metrics and "train/reward" in got.metrics
+    assert got.error == ""
+    assert got.report_uri.endswith(run.run_id)
+    assert got.HasField("finished_at") and not run.HasField("finished_at")
+    assert got.created_at.ToNanoseconds() <= got.started_at.ToNanoseconds() <= got.finished_at.ToNanoseconds()
+
+    listed = (await learner.stub.ListRuns(K.ListRunsRequest())).runs
+    assert [r.run_id for r in listed] == [run.run_id]
+    assert listed[0].state == K.RUN_STATE_SUCCEEDED
+
+    # Resume a stream: only events after the given sequence; past the end, nothing (the run is over).
+    k = 3
+    later = await watch(learner.stub, run.run_id, after_sequence=k)
+    assert [e.sequence for e in later] == list(range(k + 1, len(events) + 1))
+    assert later == events[k:]
+    assert await watch(learner.stub, run.run_id, after_sequence=len(events)) == []
+
+
+async def test_unknown_run_is_not_found(learner: RunningLearner) -> None:
+    for call in (
+        learner.stub.GetRun(K.GetRunRequest(run_id="run-nope")),
+        learner.stub.StopRun(K.StopRunRequest(run_id="run-nope")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "run-nope" in raised.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await watch(learner.stub, "run-nope")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND

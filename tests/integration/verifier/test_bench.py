@@ -1,0 +1,43 @@
+"""``legibility bench verifier`` with tiny bounds: raw forward passes, then the service in a subprocess, every level."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.verifier.bench import BenchConfig, Row, run_bench, table
+
+
+@pytest.mark.slow
+async def test_every_row_measures_scores_per_second_and_a_ratio_to_raw() -> None:
+    config = BenchConfig(requests=40, duration_s=5.0, vllm=False)
+    raw, rows = await run_bench(config)
+    assert raw.scores_per_s is not None and raw.scores_per_s > 0
+    assert [(r.clients, r.items_per_request) for r in rows] == [(1, 1), (8, 1), (64, 1), (64, 8)]
+    for row in rows:
+        assert row.failed == 0
+        assert row.scores_per_s is not None and row.scores_per_s > 0
+    rendered = table(raw, rows, "bench")
+    ratios = rendered.columns[4]._cells
+    assert ratios[0] == "" and all(float(cell) > 0 for cell in ratios[1:])
+
+
+def test_a_skipped_row_prints_its_reason() -> None:
+    raw = Row("raw forward", 1, 64, 100.0)
+    skipped = Row("vLLM /classify", 64, 1, None, note="skipped (no vllm)")
+    rendered = table(raw, [skipped], "bench")
+    assert rendered.columns[3]._cells == ["100", "-"]
+    assert rendered.caption == "skipped (no vllm)"
+
+
+def test_forward_in_length_sorted_chunks_returns_each_score_in_request_order() -> None:
+    """model.forward splits a micro-batch into chunks of FORWARD_ROWS (the speed-up the bench measured)."""
+    from services.verifier.bench import bench_pairs
+    from services.verifier.model import FORWARD_ROWS, load_verifier
+    from tests.integration.verifier.conftest import VERIFIER_MODEL
+
+    model = load_verifier(VERIFIER_MODEL)
+    pairs = bench_pairs()[: 3 * FORWARD_ROWS + 5]  # chunks of mixed lengths, the last one partial
+    alone = [model.forward([pair])[0] for pair in pairs]
+    together = model.forward(pairs)
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert len(set(together)) > len(pairs) // 2  # distinct pairs, distinct scores: not one chunk's copied
