@@ -29,6 +29,7 @@ def _as_round(samples: list[LabelledSample], round_: int) -> list[LabelledSample
     return [s.model_copy(update={"round": round_}) for s in samples]
 
 
+@pytest.mark.timeout(400)  # 200 training steps: about 30 s alone, several times that on a busy 2-core machine
 async def test_trained_verifier_is_published_with_metrics_and_then_served(
     toy_samples: list[LabelledSample],
     redis_server: EmbeddedRedis,
