@@ -178,19 +178,9 @@ def _health(port: int, service: str) -> int | None:
     return reply.status
 
 
-def _learner_entry_point_exists() -> bool:
-    import typer.main
-
-    from services.cli import app
-
-    return "learner" in typer.main.get_command(app).commands["serve"].commands  # type: ignore[attr-defined]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("component", ["verifier", "weak-model", "learner"])
 def test_server_container_passes_its_readiness_probe(component: str, cluster, tmp_path: Path) -> None:
-    if component == "learner" and not _learner_entry_point_exists():
-        pytest.skip("`legibility serve learner` is not implemented yet")
     loopback, password = cluster
     workload = _workload(component)
     argv, env, workdir = _process_spec(workload, loopback, password)
