@@ -50,7 +50,7 @@ def demo_plan(quick: bool) -> DemoPlan:
     config = learner_pb2.RunConfig(
         name="demo" + (" (quick)" if quick else ""),
         mode=learner_pb2.RUN_MODE_TANDEM_GAME,
-        steps=4 if quick else 120,
+        steps=4 if quick else 80,
         seed=0,
         handoff=learner_pb2.HandoffSchedule(strategy=learner_pb2.HANDOFF_STRATEGY_WORD, p_primary=0.5),
         optimizer=learner_pb2.PolicyOptimizer(

@@ -59,7 +59,9 @@ async def evaluate_policy(
         "solo_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(solo, problems, strict=True)),
         "sampled_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(sampled, problems, strict=True)),
         "handoff_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(handoff, problems, strict=True)),
-        "jargon_rate": fmean(is_jargon(s) for s in sampled),
+        # Jargon in the policy's own (greedy) solutions, the ones solo accuracy grades; and at temperature 1.
+        "jargon_rate": fmean(is_jargon(s) for s in solo),
+        "sampled_jargon_rate": fmean(is_jargon(s) for s in sampled),
         "legibility_ce": -fmean(weak_log_probs) if weak_log_probs else float("nan"),
         "mean_solution_chars": fmean(len(s) for s in sampled),
     }

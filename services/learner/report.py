@@ -27,10 +27,11 @@ class KeyMetric:
 
 
 KEY_METRICS = (
-    KeyMetric("eval/solo_accuracy", "solo accuracy", True),
-    KeyMetric("eval/sampled_accuracy", "sampled accuracy", True),
+    KeyMetric("eval/solo_accuracy", "solo accuracy (greedy)", True),
+    KeyMetric("eval/sampled_accuracy", "sampled accuracy (T = 1)", True),
     KeyMetric("eval/handoff_accuracy", "handoff accuracy", True),
-    KeyMetric("eval/jargon_rate", "jargon rate", True),
+    KeyMetric("eval/jargon_rate", "jargon rate (greedy)", True),
+    KeyMetric("eval/sampled_jargon_rate", "jargon rate (T = 1)", True),
     KeyMetric("eval/legibility_ce", "legibility CE (nats)", False),
     KeyMetric("eval/sneaky_fool_rate", "sneaky fool rate", True),
     KeyMetric("eval/verifier_auc", "verifier AUC", False),
@@ -202,8 +203,9 @@ PLOTS = (
         "Jargon rate",
         "share of solutions with jargon",
         (
-            Line("eval", "eval/jargon_rate", "evaluation"),
-            Line("train", "train/jargon_rate", "training batch", thin=True),
+            Line("eval", "eval/jargon_rate", "evaluation, greedy"),
+            Line("eval", "eval/sampled_jargon_rate", "evaluation, T = 1"),
+            Line("train", "train/jargon_rate", "training batch (joint solutions)", thin=True),
         ),
         percent=True,
     ),

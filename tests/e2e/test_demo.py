@@ -30,7 +30,7 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
     for metric in ("eval/solo_accuracy", "eval/handoff_accuracy", "eval/jargon_rate", "eval/sneaky_fool_rate"):
         assert 0 <= report["before_after"][metric]["after"] <= 1
     markdown = (run_dir / "report.md").read_text()
-    assert "| jargon rate |" in markdown and "## Verifier rounds" in markdown
+    assert "| jargon rate (greedy) |" in markdown and "## Verifier rounds" in markdown
     for plot in ("accuracy", "jargon_rate", "legibility", "game", "verifier_version"):
         assert (run_dir / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({plot}.png)" in markdown

@@ -56,6 +56,7 @@ def evaluate(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from services.tasks import toy
+    from services.tasks.jargon import jargon_rate
     from services.tasks.toy_models.evaluate import handoff_accuracy, sampled_jargon_rate, solo_accuracy
 
     tokenizer = AutoTokenizer.from_pretrained(models / "weak")
@@ -63,9 +64,11 @@ def evaluate(
     strong = AutoModelForCausalLM.from_pretrained(models / "strong").eval()
     test = toy.generate("test", problems, seed)
     with console.status("measuring"):
+        strong_accuracy, strong_solutions = solo_accuracy(strong, tokenizer, test)
         rows = [
             ("weak solo accuracy", solo_accuracy(weak, tokenizer, test)[0]),
-            ("strong solo accuracy", solo_accuracy(strong, tokenizer, test)[0]),
+            ("strong solo accuracy", strong_accuracy),
+            ("strong jargon rate (greedy)", jargon_rate(strong_solutions)),
             ("strong jargon rate (sampled)", sampled_jargon_rate(strong, tokenizer, test, seed)),
             ("handoff accuracy, plain start", handoff_accuracy(strong, weak, tokenizer, test, "plain").accuracy),
             ("handoff accuracy, jargon start", handoff_accuracy(strong, weak, tokenizer, test, "jargon").accuracy),

@@ -133,8 +133,8 @@ def test_markdown_tables(game_run: Path) -> None:
     md = report.markdown.read_text()
     assert md.startswith("# Synthetic run\n")
     assert "**What ran:** tandem_game run: 20 of 20 tandem steps, 20 game steps in 2 verifier rounds" in md
-    assert "| solo accuracy | 31.2% | 56.2% | +25.0 pp |" in md
-    assert "| jargon rate | 84.4% | 12.5% | -71.9 pp |" in md
+    assert "| solo accuracy (greedy) | 31.2% | 56.2% | +25.0 pp |" in md
+    assert "| jargon rate (greedy) | 84.4% | 12.5% | -71.9 pp |" in md
     assert "| legibility CE (nats) | 3.250 | 2.000 | -1.250 |" in md
     assert "| sneaky fool rate | 37.5% (step 30) | 6.2% | -31.2 pp |" in md
     assert "| verifier AUC | 0.719 (step 30) | 0.875 | +0.156 |" in md
@@ -176,14 +176,14 @@ def test_single_evaluation(tmp_path: Path) -> None:
     report = write_report(tmp_path, "one eval")
     jargon = report.before_after["eval/jargon_rate"]
     assert (jargon.before, jargon.after, jargon.change) == (0.84375, 0.84375, 0.0)
-    assert "| jargon rate | 84.4% | 84.4% | +0.0 pp |" in report.markdown.read_text()
+    assert "| jargon rate (greedy) | 84.4% | 84.4% | +0.0 pp |" in report.markdown.read_text()
     assert report.wall_seconds is None
 
 
 def test_summary_lines_mention_jargon_rate(game_run: Path) -> None:
     lines = write_report(game_run, "synthetic").summary_lines()
     jargon = [line for line in lines if line.startswith("jargon rate")]
-    assert jargon == ["jargon rate 84.4% → 12.5% (-71.9 pp)"]
+    assert jargon == ["jargon rate (greedy) 84.4% → 12.5% (-71.9 pp)"]
     assert any("2 verifier rounds" in line for line in lines)
 
 
