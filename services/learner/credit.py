@@ -38,12 +38,12 @@ def dca_token_rewards(
         return []
     if not step_scores:
         return [0.0] * (n - 1) + [outcome_reward]
-    ends = token_step_ends([end for end, _ in step_scores], token_texts)
-    # Steps that map to the same token merge: keep the score after the last of them.
-    scores: dict[int, float] = {}
-    for (char_end, score), _ in zip(step_scores, step_scores, strict=True):
-        scores[token_step_ends([char_end], token_texts)[0]] = score
-    per_step = step_rewards(outcome_reward, [scores[e] for e in ends], initial_score)
+    # Steps that end in the same token merge: the score after the last of them counts.
+    by_token_end: dict[int, float] = {}
+    for char_end, score in step_scores:
+        by_token_end[token_step_ends([char_end], token_texts)[0]] = score
+    ends = sorted(by_token_end)
+    per_step = step_rewards(outcome_reward, [by_token_end[e] for e in ends], initial_score)
     if ends[-1] != n:  # trailing text after the last step (e.g. no final newline): it belongs to the last step
         ends[-1] = n
     return token_rewards(per_step, ends, n)

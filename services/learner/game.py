@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 from statistics import fmean
 
 from services.common.artifacts import ArtifactStore
@@ -106,36 +105,3 @@ def store_round_samples(store: ArtifactStore, dataset: str, round_: int, samples
 async def retrain_verifier(settings: TrainVerifierSettings) -> TrainedVerifier:
     """The retraining job in a worker thread (it publishes through its own event loop)."""
     return await asyncio.to_thread(train_verifier_job, settings)
-
-
-def verifier_job_settings(
-    *,
-    sample_uris: list[str],
-    init_model_path: Path,
-    out_dir: Path,
-    loss: str,
-    centering_lambda: float,
-    steps: int,
-    seed: int,
-    model_name: str,
-    redis_url: str,
-    redis_password: str | None,
-    artifact_root: Path,
-    torch_threads: int,
-) -> TrainVerifierSettings:
-    """The job's settings for one round (the same flags a Kubernetes Job would get)."""
-    return TrainVerifierSettings(
-        samples=sample_uris,
-        init_model_path=init_model_path,
-        out_dir=out_dir,
-        loss=loss,  # type: ignore[arg-type]
-        centering_lambda=centering_lambda,
-        steps=steps,
-        seed=seed,
-        model_name=model_name,
-        redis_url=redis_url,
-        redis_password=redis_password,  # type: ignore[arg-type]
-        artifact_root=artifact_root,
-        torch_threads=torch_threads,
-        held_out_fraction=0.15,
-    )

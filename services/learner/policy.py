@@ -22,10 +22,8 @@ class TransformersPolicy:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, torch_threads: int = 2) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        generation_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        width = model.get_output_embeddings().weight.shape[0]
-        self.tokens = TokenTable.build(tokenizer, model.config, generation_eos, width)
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.bos_id)
+        self.tokens = TokenTable.of_model(tokenizer, model)
+        self.pad_id = self.tokens.pad_id(tokenizer)
         self._torch_threads = torch_threads
 
     @classmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.learner.events import RunEvent
+from services.learner.events import RunEvent, read_events
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +87,6 @@ class Report:
             lines.append(f"wall time {format_duration(self.wall_seconds)}")
         lines.append(f"report: {self.markdown}")
         return lines
-
-
-def read_events(path: Path) -> list[RunEvent]:
-    """Parse metrics.jsonl, skipping lines that do not parse (a run killed mid-write leaves a truncated last line)."""
-    events: list[RunEvent] = []
-    if not path.is_file():
-        return events
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            events.append(
-                RunEvent(
-                    str(raw["kind"]),
-                    int(raw["step"]),
-                    int(raw.get("round", 0)),
-                    {k: float(v) for k, v in raw.get("metrics", {}).items() if isinstance(v, int | float)},
-                    str(raw.get("message", "")),
-                    float(raw.get("time", 0.0)),
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("skipping unreadable line %d of %s", number, path)
-    return events
 
 
 def by_step(events: list[RunEvent], kind: str) -> list[RunEvent]:

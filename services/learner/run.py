@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import random
 import time
@@ -20,8 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
+from services.common.samples import samples_uri
 from services.learner.evaluation import SOLO, evaluate_policy
-from services.learner.events import EventKind, RunEvent
+from services.learner.events import EVENTS_FILE, EventKind, RunEvent, append_event
 from services.learner.game import (
     collect_round_samples,
     dca_credit,
@@ -29,7 +29,6 @@ from services.learner.game import (
     retrain_verifier,
     sneaky_caught_up,
     store_round_samples,
-    verifier_job_settings,
 )
 from services.learner.policy import TransformersPolicy
 from services.learner.policy_step import correctness_reward, policy_step
@@ -41,10 +40,13 @@ from services.learner.trainer import PolicyTrainer
 from services.learner.verifier_client import VerifierClient
 from services.learner.weak_client import WeakModelClient
 from services.tasks import toy
+from services.verifier.training.settings import TrainVerifierSettings
 
 log = logging.getLogger(__name__)
 
 TRAIN_PROBLEMS = 4000
+ROUND_HELD_OUT_FRACTION = 0.15
+"""Share of a round's problems the retraining job holds out (round data is small: more than its 0.1 default)."""
 
 
 def prover_half(question: str) -> bool:
@@ -193,19 +195,20 @@ class Run:
             )
             store_round_samples(self.store, dataset, round_, samples)
             settings = self.settings
-            job = verifier_job_settings(
-                sample_uris=[f"artifact://{dataset}/v{r + 1:06d}" for r in range(round_ + 1)],
+            job = TrainVerifierSettings(
+                samples=[samples_uri(dataset, r) for r in range(round_ + 1)],
                 init_model_path=settings.verifier_init_path,
                 out_dir=self.dir / "verifier" / f"round{round_}",
                 loss=self.options.game.verifier_loss,
                 centering_lambda=self.options.game.centering_lambda,
-                steps=self.settings.verifier_train_steps,
+                steps=settings.verifier_train_steps,
                 seed=self.options.seed + round_,
                 model_name=settings.verifier_model_name,
                 redis_url=settings.redis_url,
-                redis_password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+                redis_password=settings.redis_password,
                 artifact_root=settings.artifact_root,
                 torch_threads=settings.torch_threads,
+                held_out_fraction=ROUND_HELD_OUT_FRACTION,
             )
             trained = await retrain_verifier(job)
             assert trained.record is not None
@@ -262,6 +265,5 @@ class Run:
     def _emit(self, kind: EventKind, metrics: dict[str, float], message: str = "") -> None:
         event = RunEvent(kind, self.state.step, self.state.round, dict(metrics), message, time.time())
         self.latest.update(metrics)
-        with (self.dir / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps(event.__dict__) + "\n")
+        append_event(self.dir / EVENTS_FILE, event)
         self.on_event(event)

@@ -15,10 +15,8 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,7 +24,7 @@ from grpc import aio
 
 from services.common.errors import InvalidArgument, NotFound, Overloaded
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.events import RunEvent
+from services.learner.events import EVENTS_FILE, RunEvent, append_event, drop_torn_tail, read_events
 from services.learner.run import Run
 from services.learner.run_config import resolve
 from services.learner.settings import LearnerSettings
@@ -36,7 +34,6 @@ from services.learner.weak_client import WeakModelClient
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-EVENTS_FILE = "metrics.jsonl"
 _KINDS = {
     "state": learner_pb2.RUN_EVENT_KIND_STATE,
     "train": learner_pb2.RUN_EVENT_KIND_TRAIN_STEP,
@@ -117,49 +114,40 @@ class RunRecord:
         record.started_at = document.get("started_at")
         record.finished_at = document.get("finished_at")
         record.error = document.get("error", "")
-        path = run_dir / EVENTS_FILE
-        if path.is_file():
-            text = path.read_text()
-            if text and not text.endswith("\n"):
-                text = text[: text.rfind("\n") + 1]  # killed mid-write: later appends must start on a new line
-                path.write_text(text)
-            for line in text.splitlines():
-                record._add(json.loads(line))
+        drop_torn_tail(run_dir / EVENTS_FILE)
+        for event in read_events(run_dir / EVENTS_FILE):
+            record._add(event)
         return record
 
     # ---- events ------------------------------------------------------------------------------------------------
 
-    def append(self, event: dict[str, Any]) -> None:
-        """Record a state event in metrics.jsonl (the same shape :class:`Run` writes) and publish it."""
-        with (self.dir / EVENTS_FILE).open("a") as fh:
-            fh.write(json.dumps(event) + "\n")
+    def append(self, event: RunEvent) -> None:
+        """Record a state event in metrics.jsonl (the same writer :class:`Run` uses) and publish it."""
+        append_event(self.dir / EVENTS_FILE, event)
         self._add(event)
 
-    def _add(self, event: dict[str, Any]) -> None:
+    def _add(self, event: RunEvent) -> None:
         """Publish one event already in metrics.jsonl; its sequence is its line number."""
-        kind = str(event["kind"])
-        metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items()}
-        message = str(event.get("message", ""))
-        self.step, self.round = int(event.get("step", 0)), int(event.get("round", 0))
-        self.metrics.update(metrics)
+        self.step, self.round = event.step, event.round
+        self.metrics.update(event.metrics)
         proto = learner_pb2.RunEvent(
             run_id=self.run_id,
             sequence=len(self.events) + 1,
-            kind=_KINDS.get(kind, learner_pb2.RUN_EVENT_KIND_UNSPECIFIED),
-            time=_timestamp(float(event.get("time", 0.0))),
-            step=self.step,
-            round=self.round,
-            metrics=metrics,
-            message=message,
+            kind=_KINDS.get(event.kind, learner_pb2.RUN_EVENT_KIND_UNSPECIFIED),
+            time=_timestamp(event.time),
+            step=event.step,
+            round=event.round,
+            metrics=event.metrics,
+            message=event.message,
         )
-        if kind == "state":
-            proto.state = _STATES.get(message.split(":", 1)[0], learner_pb2.RUN_STATE_UNSPECIFIED)
+        if event.kind == "state":
+            proto.state = _STATES.get(event.message.split(":", 1)[0], learner_pb2.RUN_STATE_UNSPECIFIED)
         self.events.append(proto)
         self._notify()
 
     def on_run_event(self, event: RunEvent) -> None:
         """:class:`Run`'s callback: it has already appended the event to metrics.jsonl."""
-        self._add(asdict(event))
+        self._add(event)
 
     def set_state(self, state: learner_pb2.RunState.ValueType, error: str = "") -> None:
         """Change state: run.json first, then a STATE event (message ``running``, ``failed: <error>``, ...)."""
@@ -171,9 +159,7 @@ class RunRecord:
             self.finished_at = now
         self.save()
         message = _STATE_NAMES[state] + (f": {error}" if error else "")
-        self.append(
-            {"kind": "state", "step": self.step, "round": self.round, "metrics": {}, "message": message, "time": now}
-        )
+        self.append(RunEvent("state", self.step, self.round, {}, message, now))
 
     def detach(self) -> None:
         self.detached = True

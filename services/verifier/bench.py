@@ -24,6 +24,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.launch import free_port
+from services.launch import ServiceProcess, free_port
 from services.verifier.settings import BUNDLED_VERIFIER, VerifierSettings
 
 log = logging.getLogger(__name__)
@@ -119,47 +120,30 @@ def _exited(process: subprocess.Popen[bytes], what: str) -> RuntimeError:
 
 async def measure_service(config: BenchConfig) -> list[Row]:
     """``python -m services.verifier`` on loopback, driven by the load generator at each level."""
-    from services.common.client import open_channel
-    from services.common.genproto.legibility.v1 import verifier_pb2, verifier_pb2_grpc
+    from services.verifier.service import SERVICE_NAME
+
+    flags = ["--model-path", str(config.model), "--no-metrics-enabled", "--no-http-enabled", "--drain-delay-s", "0"]
+    flags += ["--log-level", "WARNING", "--max-batch-size", str(config.max_batch_size)]
+    flags += ["--max-delay-ms", str(config.max_delay_ms), "--torch-threads", str(config.torch_threads)]
+    flags += ["--max-queue-size", str(max(1024, 64 * 8 * 2))]
+    with tempfile.TemporaryDirectory(prefix="bench-verifier-") as logs:
+        service = ServiceProcess("verifier", "services.verifier", flags, Path(logs), free_port())
+        try:
+            await service.wait_serving(SERVICE_NAME, START_TIMEOUT_S)
+            return [await _service_row(service.target, config, clients, items) for clients, items in config.levels]
+        finally:
+            service.stop(grace_s=30)
+
+
+async def _service_row(target: str, config: BenchConfig, clients: int, items: int) -> Row:
     from services.verifier.loadtest import LoadConfig, run_loadtest
 
-    port = free_port()
-    command = [sys.executable, "-m", "services.verifier", "--port", str(port), "--model-path", str(config.model)]
-    command += ["--no-metrics-enabled", "--no-http-enabled", "--drain-delay-s", "0", "--log-level", "WARNING"]
-    command += ["--max-batch-size", str(config.max_batch_size), "--max-delay-ms", str(config.max_delay_ms)]
-    command += ["--torch-threads", str(config.torch_threads), "--max-queue-size", str(max(1024, 64 * 8 * 2))]
-    process = _start(command)
-    target = f"127.0.0.1:{port}"
-    try:
-        channel = open_channel(target)
-        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise _exited(process, "the verifier")
-            try:
-                await stub.GetModelInfo(verifier_pb2.VerifierServiceGetModelInfoRequest(), timeout=2)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-        await channel.close()
-        rows = []
-        for clients, items in config.levels:
-            load = LoadConfig(
-                target=target,
-                requests=config.requests,
-                duration_s=config.duration_s,
-                concurrency=clients,
-                batch_size=items,
-            )
-            report = await run_loadtest(load)
-            log.info("service %d x %d: %.0f scores/s", clients, items, report.items_per_s)
-            rows.append(Row("service gRPC Score", clients, items, report.items_per_s, report.requests_failed))
-        return rows
-    finally:
-        _stop(process)
+    load = LoadConfig(
+        target=target, requests=config.requests, duration_s=config.duration_s, concurrency=clients, batch_size=items
+    )
+    report = await run_loadtest(load)
+    log.info("service %d x %d: %.0f scores/s", clients, items, report.items_per_s)
+    return Row("service gRPC Score", clients, items, report.items_per_s, report.requests_failed)
 
 
 async def measure_vllm(config: BenchConfig, pairs: list[tuple[str, str]], reference: list[float]) -> list[Row]:

@@ -50,11 +50,8 @@ class HFEngine(TokenizerAccessors):
         self._model = model.eval()
         self._tokenizer = tokenizer
         self._weights = weights
-        generation_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        width = model.get_output_embeddings().weight.shape[0]
-        self._tokens = TokenTable.build(tokenizer, model.config, generation_eos, width)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._tokens.bos_id
-        self._pad_id = int(pad)  # its value never matters: padded positions are masked out
+        self._tokens = TokenTable.of_model(tokenizer, model)
+        self._pad_id = self._tokens.pad_id(tokenizer)
         # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
         self._torch_threads = torch_threads
         self._lock = asyncio.Lock()

@@ -48,6 +48,16 @@ class TokenTable:
             pieces=known + [""] * (width - len(known)),
         )
 
+    @classmethod
+    def of_model(cls, tokenizer: Any, model: Any) -> TokenTable:
+        """Facts of a loaded transformers model: its generation EOS ids and the rows of its output embedding."""
+        generation_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        return cls.build(tokenizer, model.config, generation_eos, model.get_output_embeddings().weight.shape[0])
+
+    def pad_id(self, tokenizer: Any) -> int:
+        """The tokenizer's pad id, else BOS: its value never matters, padded positions are masked out."""
+        return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.bos_id)
+
 
 class TokenizerAccessors:
     """The WeakEngine Protocol's tokenizer-side members, for an engine holding ``_tokenizer`` and ``_tokens``."""
