@@ -36,6 +36,10 @@ class Rollout:
     seed: int
     authorship: Authorship = field(default_factory=Authorship)
     ended_by_eos: bool = False
+    ended_by: Author | None = None
+    """Who emitted the EOS that ended the text (None while running or when the budget ran out)."""
+    eos_log_prob: float | None = None
+    """The policy's log-prob of that EOS, when the policy ended the text and its writer reports it."""
     segments: int = 0
 
     @property
@@ -55,18 +59,24 @@ class RolloutOptions:
     weak_temperature: float = 1.0
 
 
+def new_rollout(prompt: Sequence[int], options: RolloutOptions, context_window: int, seed: int) -> Rollout:
+    """One rollout of ``prompt`` (token ids) whose handoff draws and segment seeds all derive from ``seed``."""
+    budget = min(options.max_new_tokens, context_window - len(prompt) - 1)  # -1: room for the lookahead
+    if budget < 1:
+        raise ValueError(f"a prompt of {len(prompt)} tokens leaves no room in the {context_window}-token window")
+    return Rollout(tuple(prompt), budget, HandoffDrawer(options.schedule, seed=seed), seed)
+
+
 def new_rollouts(
     prompts: Sequence[Sequence[int]], options: RolloutOptions, context_window: int, seed: int
 ) -> list[Rollout]:
     """Rollouts for ``prompts`` (token ids), each with its own drawer seeded from (seed, index)."""
     rollouts = []
     for index, prompt in enumerate(prompts):
-        budget = min(options.max_new_tokens, context_window - len(prompt) - 1)  # -1: room for the lookahead
-        if budget < 1:
-            raise ValueError(f"prompt {index} ({len(prompt)} tokens) leaves no room in the {context_window} window")
-        rollout_seed = derive_seed(seed, index)
-        drawer = HandoffDrawer(options.schedule, seed=rollout_seed)
-        rollouts.append(Rollout(tuple(prompt), budget, drawer, rollout_seed))
+        try:
+            rollouts.append(new_rollout(prompt, options, context_window, derive_seed(seed, index)))
+        except ValueError as exc:
+            raise ValueError(f"prompt {index}: {exc}") from None
     return rollouts
 
 
@@ -96,3 +106,6 @@ async def run_tandem(
                 # An empty segment without EOS cannot happen with a boundary rule (one token is always kept);
                 # treat it as the end so a misbehaving writer cannot spin the loop.
                 rollout.ended_by_eos = segment.ended or not segment.token_ids
+                if segment.ended:
+                    rollout.ended_by = author
+                    rollout.eos_log_prob = segment.eos_log_prob if author is Author.POLICY else None

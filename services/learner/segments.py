@@ -33,6 +33,8 @@ class Segment:
     log_probs: tuple[float, ...]
     ended: bool
     """The author emitted EOS (not kept): the solution is complete."""
+    eos_log_prob: float | None = None
+    """The EOS token's log-prob under the author, when the writer reports it (trainers that learn to stop need it)."""
 
 
 class SegmentWriter(Protocol):

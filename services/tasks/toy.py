@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Split = Literal["train", "validation", "test"]
 Role = Literal["helpful", "sneaky"]
@@ -124,6 +124,15 @@ def generate(split: Split, count: int, seed: int = 0) -> list[ToyProblem]:
 def format_prompt(question: str, role: Role | None = None) -> str:
     """What a model is conditioned on; in the prover–verifier game the role leads the line."""
     return f"{role}: {question}\n" if role else f"{question}\n"
+
+
+def problem_from_prompt(prompt: str) -> str:
+    """Undo :func:`format_prompt`: drop an optional leading role and the trailing newline."""
+    for role in get_args(Role):
+        if prompt.startswith(f"{role}: "):
+            prompt = prompt[len(role) + 2 :]
+            break
+    return prompt.removesuffix("\n")
 
 
 def format_verifier_input(question: str, solution: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from services.common.errors import InvalidArgument, NotReady, Overloaded
+from services.tasks.toy import problem_from_prompt
 from services.verifier.model import Pair, VerifierModel
 from services.verifier.service import ITEMS, probability
 from services.verifier.validation import check_pair
@@ -25,16 +26,6 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/get_reward"
 END_OF_TEXT = "<|endoftext|>"
-ROLES = ("helpful: ", "sneaky: ")
-
-
-def problem_from_prompt(prompt: str) -> str:
-    """Undo ``format_prompt``: drop an optional leading role and the trailing newline."""
-    for role in ROLES:
-        if prompt.startswith(role):
-            prompt = prompt[len(role) :]
-            break
-    return prompt.removesuffix("\n")
 
 
 def _string_list(body: dict[str, Any], field: str) -> list[str]:

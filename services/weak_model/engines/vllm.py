@@ -1,11 +1,8 @@
 """The vLLM engine: the same frozen weights behind vLLM's ``AsyncLLM`` (v1 engine, continuous batching).
 
-Results match the transformers engine: vLLM generates with approximate stops — stop strings that fire at the
-boundary's lookahead or later, plus the rule's own stop strings and max_tokens = what the rule may need — and
-:func:`~services.weak_model.boundaries.first_end` / :func:`~services.weak_model.boundaries.find_end` cut the
-generated token texts exactly where :class:`~services.weak_model.boundaries.BoundaryScanner` cuts them in the
-transformers loop. When a stop string fired before the rule could decide (a WORD continuation whose first token
-starts with whitespace, whitespace inside a subword token), generation goes on from prefix + generated.
+Results match the transformers engine: continuations are cut by
+:func:`~services.weak_model.engines.vllm_segments.generate_segment` exactly where
+:class:`~services.weak_model.boundaries.BoundaryScanner` cuts them in the transformers loop.
 
 - Log-probs come from vLLM with ``logprobs_mode="raw_logprobs"``: the sampled token's log-prob under the model's
   unmodified distribution (no temperature, no top-p), as the transformers engine reports them.
@@ -36,9 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import NotReady, Overloaded
-from services.weak_model.boundaries import SENTENCE_END, Boundary, Ending, StopRule, find_end, first_end
 from services.weak_model.engine import (
-    GREEDY_BELOW,
     Continuation,
     ContinueRequest,
     LogProbsRequest,
@@ -46,11 +41,11 @@ from services.weak_model.engine import (
     WeightsInfo,
 )
 from services.weak_model.engines.tokens import TokenizerAccessors, TokenTable
+from services.weak_model.engines.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
 
 log = logging.getLogger(__name__)
 
 # Decoding never drops special tokens or rewrites spaces: the text must match the token ids exactly.
-_SEED_STRIDE = 0x9E3779B97F4A7C15  # later rounds of a seeded continuation use seed + round * stride (mod 2**63)
 
 
 def engine_args(
@@ -199,8 +194,7 @@ class VLLMEngine(TokenizerAccessors):
         except OSError:
             generation = GenerationConfig.from_model_config(config)
         self._tokens = TokenTable.build(self._tokenizer, config, generation.eos_token_id, int(config.vocab_size))
-        # Whitespace that can start a token: WORD/SENTENCE lookaheads are tokens starting with one of these.
-        self._spaces = sorted({piece[0] for piece in self._tokens.pieces if piece[:1].isspace()})
+        self._vocab = BoundaryVocabulary.from_pieces(self._tokens.pieces, self._tokens.eos_ids)
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size
         self._seed = seed
@@ -288,17 +282,6 @@ class VLLMEngine(TokenizerAccessors):
 
     # -- one item ----------------------------------------------------------------------------------------------
 
-    def _approximate_stops(self, rule: StopRule) -> list[str]:
-        """Stop strings vLLM can watch for: they complete at the rule's cut (or its lookahead) or later."""
-        stops = list(rule.stop)
-        if rule.boundary is Boundary.STEP:
-            stops.append("\n")
-        elif rule.boundary is Boundary.WORD:
-            stops += self._spaces
-        elif rule.boundary is Boundary.SENTENCE:
-            stops += [end + space for end in SENTENCE_END for space in self._spaces]
-        return list(dict.fromkeys(stops))
-
     async def _generate(self, prompt_ids: list[int], params: Any) -> Any:
         from vllm.inputs import TokensPrompt
 
@@ -318,57 +301,18 @@ class VLLMEngine(TokenizerAccessors):
         return final
 
     async def _continue_one(self, request: ContinueRequest) -> Continuation:
-        from vllm import SamplingParams
-
-        rule = request.rule
-        budget = min(rule.tokens_needed, self.context_window - len(request.prefix_ids))
+        budget = min(request.rule.tokens_needed, self.context_window - len(request.prefix_ids))
         if budget < 1:  # validation refuses these; an engine caller might not
             raise ValueError(f"a prefix leaves no room to generate in the {self.context_window}-token context window")
-        greedy = request.temperature < GREEDY_BELOW
-        stops = self._approximate_stops(rule)
-        ids: list[int] = []
-        logprobs: list[float] = []
-        ending: Ending | None = None
-        for round_ in itertools.count():
-            seed = None
-            if not greedy and request.seed is not None:
-                seed = (request.seed + round_ * _SEED_STRIDE) % 2**63
-            params = SamplingParams(
-                max_tokens=budget - len(ids),
-                temperature=0.0 if greedy else request.temperature,
-                top_p=1.0 if greedy else request.top_p,
-                seed=seed,
-                logprobs=0,
-                stop=stops or None,
-                stop_token_ids=sorted(self._tokens.eos_ids),
-                include_stop_str_in_output=True,
-                skip_special_tokens=False,
-                spaces_between_special_tokens=False,
-            )
-            output = (await self._generate(list(request.prefix_ids) + ids, params)).outputs[0]
-            new = list(output.token_ids)
-            eos = bool(new) and new[-1] in self._tokens.eos_ids and output.finish_reason == "stop"
-            if eos:
-                new = new[:-1]
-            ids += new
-            logprobs += [float(step[token].logprob) for token, step in zip(new, output.logprobs or [], strict=False)]
-            if len(logprobs) != len(ids):
-                raise RuntimeError("vLLM returned fewer log-probs than tokens")
-            pieces = self.token_texts(ids)
-            if eos or len(ids) >= budget or output.finish_reason == "length":
-                ending = find_end(pieces, rule, eos=eos)
-                break
-            if (ending := first_end(pieces, rule)) is not None:
-                break
-            # A stop string fired before the rule could decide: go on from prefix + generated.
-        assert ending is not None
-        kept = ending.kept
+        sampling = Sampling(request.temperature, request.top_p, request.seed)
+        rule, vocab = request.rule, self._vocab
+        segment = await generate_segment(self._generate, request.prefix_ids, rule, budget, sampling, vocab)
         return Continuation(
-            text=self.decode(ids[:kept]),
-            token_ids=tuple(ids[:kept]),
-            logprobs=tuple(logprobs[:kept]),
-            finish_reason=ending.reason,
-            matched_stop=ending.matched_stop,
+            text=self.decode(segment.token_ids),
+            token_ids=segment.token_ids,
+            logprobs=segment.logprobs,
+            finish_reason=segment.ending.reason,
+            matched_stop=segment.ending.matched_stop,
             prefix_tokens=len(request.prefix_ids),
         )
 

@@ -36,6 +36,20 @@ class Dependencies:
     def targets(self) -> dict[str, str]:
         return {"weak_model_target": self.weak.server.address, "verifier_target": self.verifier.server.address}
 
+    async def stop(self) -> None:
+        await asyncio.gather(self.weak.stop(), self.verifier.stop())
+
+
+async def start_dependencies() -> tuple[WeakModelApp, VerifierApp]:
+    """A weak-model server (transformers engine) and a verifier server, both from the bundled models."""
+    weak = await start_weak_model(
+        WeakModelSettings(**QUICK, model_path=MODELS / "weak", max_delay_ms=2.0, torch_threads=1)
+    )
+    verifier = await start_verifier(
+        VerifierSettings(**QUICK, model_path=MODELS / "verifier", max_delay_ms=2.0, http_enabled=False, torch_threads=1)
+    )
+    return weak, verifier
+
 
 @dataclass
 class RunningLearner:
@@ -50,15 +64,9 @@ LearnerFactory = Callable[..., Awaitable[RunningLearner]]
 
 @pytest.fixture
 async def dependencies() -> AsyncIterator[Dependencies]:
-    """A weak-model server (transformers engine) and a verifier server, both from the bundled models."""
-    weak = await start_weak_model(
-        WeakModelSettings(**QUICK, model_path=MODELS / "weak", max_delay_ms=2.0, torch_threads=1)
-    )
-    verifier = await start_verifier(
-        VerifierSettings(**QUICK, model_path=MODELS / "verifier", max_delay_ms=2.0, http_enabled=False, torch_threads=1)
-    )
-    yield Dependencies(weak, verifier)
-    await asyncio.gather(weak.stop(), verifier.stop())
+    deps = Dependencies(*await start_dependencies())
+    yield deps
+    await deps.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,204 @@
+"""One reward definition for every adapter: the verifier's score over gRPC and/or task correctness.
+
+Async callers (the OpenRLHF AgentExecutor, inside a Ray actor's event loop) use :class:`ServiceClients`; plain
+threads (OpenRLHF ``reward_func``, TRL reward functions, verl ``compute_score``) use :class:`RewardClient`, which
+runs the same async clients on a private event loop so its gRPC channel outlives each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from grpc import aio
+
+from services.common.client import open_channel
+from services.common.genproto.legibility.v1 import verifier_pb2_grpc, weak_model_pb2_grpc
+from services.learner.integrations.settings import IntegrationSettings, RewardMode
+from services.learner.verifier_client import VerifierClient
+from services.learner.weak_client import WeakModelClient
+from services.tasks.answers import extract_answer, is_correct
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward and what it was made of (for the stacks' extra logs)."""
+
+    value: float
+    verifier_score: float | None = None
+    verifier_version: int | None = None
+    correct: float | None = None
+
+    @property
+    def filter_score(self) -> float:
+        """A 0..1 score for OpenRLHF's dynamic filtering: correctness when known, else the verifier's probability."""
+        if self.correct is not None:
+            return self.correct
+        assert self.verifier_score is not None
+        return 1.0 / (1.0 + math.exp(-self.verifier_score))
+
+    def logs(self) -> dict[str, float]:
+        """The parts that are set, as floats (OpenRLHF turns extra_logs into tensors)."""
+        parts = (("verifier_score", self.verifier_score), ("verifier_version", self.verifier_version))
+        return {key: float(value) for key, value in (*parts, ("correct", self.correct)) if value is not None}
+
+
+def gold_answer(label: Any, field: str = "label") -> int:
+    """The integer answer in a label: ``42``, ``"42"``, ``"1,234"`` or a GSM8K answer ending ``#### 42``."""
+    if isinstance(label, bool):
+        raise ValueError(f"{field}: expected an integer answer, got {label!r}")
+    if isinstance(label, int):
+        return label
+    if isinstance(label, str):
+        found = extract_answer(label)
+        if found is not None:
+            return found
+        try:
+            return int(label.strip().replace(",", ""))
+        except ValueError:
+            pass
+    raise ValueError(f"{field}: expected an integer answer or a solution ending '#### N', got {label!r}")
+
+
+def needs_verifier(mode: RewardMode) -> bool:
+    return mode != "correctness"
+
+
+def needs_label(mode: RewardMode) -> bool:
+    return mode != "verifier"
+
+
+def combine(mode: RewardMode, score: float | None, version: int | None, correct: float | None) -> Reward:
+    if mode == "verifier":
+        assert score is not None
+        return Reward(score, score, version, correct)
+    if mode == "correctness":
+        assert correct is not None
+        return Reward(correct, score, version, correct)
+    assert score is not None and correct is not None
+    return Reward(correct + score, score, version, correct)
+
+
+async def score_rewards(
+    verifier: VerifierClient | None,
+    mode: RewardMode,
+    problems: Sequence[str],
+    solutions: Sequence[str],
+    labels: Sequence[Any] | None,
+    min_version: int = 0,
+) -> list[Reward]:
+    """Rewards of (problem, solution) pairs; correctness is checked only when ``mode`` needs it."""
+    if len(problems) != len(solutions):
+        raise ValueError(f"{len(problems)} problems but {len(solutions)} solutions")
+    corrects: list[float | None] = [None] * len(solutions)
+    if labels is not None:
+        if len(labels) != len(solutions):
+            raise ValueError(f"{len(labels)} labels but {len(solutions)} solutions")
+        for i, (solution, label) in enumerate(zip(solutions, labels, strict=True)):
+            try:
+                gold = gold_answer(label, f"labels[{i}]")
+            except ValueError:
+                if needs_label(mode):
+                    raise
+                continue  # the verifier alone rewards; a label that is no answer only loses the "correct" log
+            corrects[i] = float(is_correct(solution, gold))
+    elif needs_label(mode):
+        raise ValueError(f"reward mode {mode!r} needs one label per solution (the task's answer)")
+    scores: list[float | None] = [None] * len(solutions)
+    version = None
+    if needs_verifier(mode):
+        if verifier is None:
+            raise ValueError(f"reward mode {mode!r} needs the verifier service")
+        got, version = await verifier.score(list(zip(problems, solutions, strict=True)), min_version)
+        if not all(math.isfinite(s) for s in got):
+            raise RuntimeError("the verifier returned a non-finite score")
+        scores = list(got)
+    return [combine(mode, s, version, c) for s, c in zip(scores, corrects, strict=True)]
+
+
+class ServiceClients:
+    """gRPC clients of the verifier and weak-model services, opened in the event loop that first asks for them."""
+
+    def __init__(self, settings: IntegrationSettings) -> None:
+        self.settings = settings
+        self._channels: dict[str, aio.Channel] = {}
+
+    def _channel(self, target: str) -> aio.Channel:
+        if target not in self._channels:
+            self._channels[target] = open_channel(
+                target, token=self.settings.client_token, tls_ca_file=self.settings.tls_ca_file
+            )
+        return self._channels[target]
+
+    @property
+    def verifier(self) -> VerifierClient:
+        stub = verifier_pb2_grpc.VerifierServiceStub(self._channel(self.settings.verifier_target))
+        return VerifierClient(stub, timeout_s=self.settings.timeout_s)
+
+    @property
+    def weak(self) -> WeakModelClient:
+        stub = weak_model_pb2_grpc.WeakModelServiceStub(self._channel(self.settings.weak_model_target))
+        return WeakModelClient(stub, timeout_s=self.settings.timeout_s)
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+class BlockingClients:
+    """:class:`ServiceClients` for callers on plain threads: they live on a private event-loop thread."""
+
+    def __init__(self, settings: IntegrationSettings) -> None:
+        self.settings = settings
+        self.clients = ServiceClients(settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="legibility-clients", daemon=True)
+        self._thread.start()
+
+    def call(self, work: Callable[[ServiceClients], Awaitable[_T]]) -> _T:
+        """Run ``work(clients)`` on the private loop and wait for its result."""
+
+        async def run() -> _T:
+            return await work(self.clients)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.clients.close(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+
+class RewardClient:
+    """Blocking rewards (OpenRLHF reward_func, TRL, verl): :func:`score_rewards` on :class:`BlockingClients`."""
+
+    def __init__(self, settings: IntegrationSettings | None = None) -> None:
+        self.settings = settings or IntegrationSettings()
+        self._clients = BlockingClients(self.settings)
+
+    def rewards(
+        self,
+        problems: Sequence[str],
+        solutions: Sequence[str],
+        labels: Sequence[Any] | None = None,
+        mode: RewardMode | None = None,
+    ) -> list[Reward]:
+        reward_mode = mode or self.settings.reward
+        min_version = self.settings.verifier_min_version
+
+        async def work(clients: ServiceClients) -> list[Reward]:
+            verifier = clients.verifier if needs_verifier(reward_mode) else None
+            return await score_rewards(verifier, reward_mode, problems, solutions, labels, min_version)
+
+        return self._clients.call(work)
+
+    def close(self) -> None:
+        self._clients.close()

@@ -1,0 +1,137 @@
+"""Tandem rollouts inside an RL stack's rollout worker: OpenRLHF's AgentExecutor contract, without OpenRLHF.
+
+:class:`TandemAgent` has the ``execute`` signature and return dict of ``openrlhf.utils.agent.AgentExecutorBase``;
+``openrlhf_agent.py`` (the file ``--train.agent_func_path`` names) only adds the base class. Each call runs one
+tandem rollout with the learner's own loop (:func:`~services.learner.rollout.run_tandem`): policy segments from the
+stack's ``llm_engine``, weak segments from the weak-model service, handoffs from the same seeded schedule. Only
+the policy's spans are returned in ``action_ranges``, so OpenRLHF's action mask leaves the weak tokens out of the
+loss; an EOS is appended when the text ended, inside the action span when the policy wrote it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from typing import Any
+
+from services.learner.integrations.llm_engine import LlmEngineWriter, sampling_extras
+from services.learner.integrations.rewards import ServiceClients, needs_verifier, score_rewards
+from services.learner.integrations.settings import IntegrationSettings
+from services.learner.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
+from services.learner.schedule import Author
+from services.tasks.toy import problem_from_prompt
+from services.weak_model.engines.vllm_segments import BoundaryVocabulary
+
+log = logging.getLogger(__name__)
+
+
+def rollout_seed(base_seed: int, prompt: str, occurrence: int) -> int:
+    """The seed of the ``occurrence``-th rollout (0-based) of ``prompt`` in one process."""
+    return derive_seed(base_seed, prompt, occurrence)
+
+
+class RolloutSeeds:
+    """Seeds per rollout from a base seed (fresh entropy when None), the prompt, and how often it was seen."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.base = seed if seed is not None else random.SystemRandom().getrandbits(62)
+        self._occurrences: collections.Counter[str] = collections.Counter()
+
+    def next(self, prompt: str) -> int:
+        occurrence = self._occurrences[prompt]
+        self._occurrences[prompt] += 1
+        return rollout_seed(self.base, prompt, occurrence)
+
+
+class TandemAgent:
+    """Runs one tandem rollout per ``execute`` call and rewards it (correctness and/or the verifier)."""
+
+    def __init__(self, settings: IntegrationSettings | None = None) -> None:
+        self.settings = settings or IntegrationSettings()
+        self.seeds = RolloutSeeds(self.settings.seed)
+        self._clients = ServiceClients(self.settings)
+        self._vocab: BoundaryVocabulary | None = None
+
+    def _vocabulary(self, hf_tokenizer: Any) -> BoundaryVocabulary:
+        if self._vocab is None:  # one tokenizer per rollout worker: decode its vocabulary once
+            self._vocab = BoundaryVocabulary.from_tokenizer(hf_tokenizer)
+        return self._vocab
+
+    async def execute(
+        self,
+        prompt: str,
+        label: Any,
+        sampling_params: Any,
+        max_length: int,
+        hf_tokenizer: Any,
+        llm_engine: Any,
+        images: Any = None,
+    ) -> dict[str, Any]:
+        if images:
+            raise ValueError("tandem rollouts are text-only: the weak model cannot continue an image prompt")
+        prompt_ids = list(hf_tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
+        max_new_tokens = sampling_params.max_tokens or max_length - len(prompt_ids)
+        # As OpenRLHF does: cut the prompt on the left to leave room for the response (and one lookahead token).
+        keep = max_length - max(1, min(max_new_tokens, max_length - 2)) - 1
+        if len(prompt_ids) > keep:
+            log.warning("prompt of %d tokens truncated to its last %d", len(prompt_ids), keep)
+            prompt_ids = prompt_ids[-keep:]
+        options = RolloutOptions(
+            schedule=self.settings.schedule,
+            max_new_tokens=max_new_tokens,
+            policy_temperature=float(sampling_params.temperature),
+            weak_temperature=self.settings.weak_temperature,
+        )
+        rollout = new_rollout(prompt_ids, options, max_length, self.seeds.next(prompt))
+        policy = LlmEngineWriter(
+            llm_engine,
+            self._vocabulary(hf_tokenizer),
+            max_length,
+            top_p=float(getattr(sampling_params, "top_p", 1.0)),
+            extras=sampling_extras(sampling_params),
+        )
+        await run_tandem([rollout], policy, self._clients.weak, options)
+        return await self._result(rollout, prompt, label, sampling_params, hf_tokenizer)
+
+    async def _result(
+        self, rollout: Rollout, prompt: str, label: Any, sampling_params: Any, hf_tokenizer: Any
+    ) -> dict[str, Any]:
+        authorship, start = rollout.authorship, len(rollout.prompt_ids)
+        observation = [*rollout.prompt_ids, *authorship.token_ids]
+        ranges = [(start + a, start + b) for a, b in authorship.action_ranges]
+        log_probs = [0.0] * start + authorship.rollout_log_probs()
+        if rollout.ended_by_eos and hf_tokenizer.eos_token_id is not None:
+            observation.append(int(hf_tokenizer.eos_token_id))  # the text ended: train on stopping where the policy did
+            log_probs.append(rollout.eos_log_prob or 0.0)
+            if rollout.ended_by is Author.POLICY:
+                if ranges and ranges[-1][1] == len(observation) - 1:
+                    ranges[-1] = (ranges[-1][0], len(observation))
+                else:
+                    ranges.append((len(observation) - 1, len(observation)))
+        solution = hf_tokenizer.decode(authorship.token_ids, skip_special_tokens=True)
+        mode = self.settings.agent_reward
+        verifier = self._clients.verifier if needs_verifier(mode) else None
+        labels = None if label is None else [label]
+        (reward,) = await score_rewards(
+            verifier, mode, [problem_from_prompt(prompt)], [solution], labels, self.settings.verifier_min_version
+        )
+        extra_logs = {
+            "senior_token_frac": authorship.senior_token_frac,
+            "num_handoffs": float(authorship.num_handoffs),
+            "weak_tokens": float(len(authorship) - sum(b - a for a, b in authorship.action_ranges)),
+            **reward.logs(),
+        }
+        return {
+            "prompt": prompt,
+            "label": label,
+            "images": None,
+            "mm_train_inputs": None,
+            "reward": reward.value,
+            "scores": reward.filter_score,
+            "observation_tokens": observation,
+            "action_ranges": ranges,
+            "rollout_log_probs": log_probs if sampling_params.logprobs is not None else None,
+            "truncated": not rollout.ended_by_eos,
+            "extra_logs": extra_logs,
+        }

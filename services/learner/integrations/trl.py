@@ -1,0 +1,123 @@
+"""TRL ``GRPOTrainer`` adapters: a verifier reward function and tandem rollouts with ``env_mask``.
+
+    trainer = GRPOTrainer(model, reward_funcs=[VerifierReward()], rollout_func=TandemRolloutFunc(), ...)
+
+:class:`VerifierReward` scores each (problem, completion) with the verifier service (and/or checks the dataset's
+answer column); :class:`TandemRolloutFunc` writes every completion in tandem with the weak-model service, the
+policy segments sampled from the trainer's own model, and returns ``env_mask`` = 0 on the weak model's tokens so
+TRL leaves them out of the loss. Settings come from ``LEGIBILITY_*`` variables (:class:`IntegrationSettings`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from services.learner.integrations.rewards import BlockingClients, RewardClient, ServiceClients
+from services.learner.integrations.settings import IntegrationSettings, RewardMode
+from services.learner.integrations.tandem_agent import RolloutSeeds
+from services.learner.policy import TransformersPolicy
+from services.learner.rollout import RolloutOptions, new_rollout, run_tandem
+from services.learner.schedule import Author
+from services.tasks.toy import problem_from_prompt
+
+
+def _text(message: Any) -> str:
+    """A plain string, or the last message's content of a conversational prompt/completion."""
+    if isinstance(message, str):
+        return message
+    if isinstance(message, list) and message and isinstance(message[-1], dict):
+        return str(message[-1].get("content", ""))
+    raise ValueError(f"expected a string or a list of chat messages, got {type(message).__name__}")
+
+
+class VerifierReward:
+    """A TRL reward function: the verifier's score, correctness against ``label_key``, or their sum.
+
+    The problem is the dataset's ``problem_key`` column when there is one, else the prompt (a role prefix and the
+    trailing newline removed). Extra numbers go to TRL's ``log_metric`` (mean verifier version, accuracy).
+    """
+
+    def __init__(
+        self,
+        mode: RewardMode | None = None,
+        label_key: str = "answer",
+        problem_key: str = "problem",
+        settings: IntegrationSettings | None = None,
+    ) -> None:
+        self.client = RewardClient(settings)
+        self.mode: RewardMode = mode or self.client.settings.reward
+        self.label_key = label_key
+        self.problem_key = problem_key
+        self.__name__ = f"legibility_{self.mode.replace('+', '_')}"  # TRL's column name for this reward
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+    ) -> list[float]:
+        problems = kwargs.get(self.problem_key) or [problem_from_prompt(_text(p)) for p in prompts]
+        labels = kwargs.get(self.label_key)
+        rewards = self.client.rewards(problems, [_text(c) for c in completions], labels, self.mode)
+        if log_metric := kwargs.get("log_metric"):
+            parts = [r.logs() for r in rewards]
+            for key in parts[0] if parts else ():
+                log_metric(f"legibility/{key}", sum(p[key] for p in parts) / len(parts))
+        return [r.value for r in rewards]
+
+
+class TandemRolloutFunc:
+    """A TRL ``rollout_func``: one tandem completion per prompt it is given, weak tokens masked by ``env_mask``.
+
+    Policy segments are sampled from the trainer's model with the learner's decoding loop (temperature and
+    ``max_completion_length`` from the trainer's config); TRL's vLLM generation is not used for them.
+    """
+
+    def __init__(self, settings: IntegrationSettings | None = None) -> None:
+        self.settings = settings or IntegrationSettings()
+        self.seeds = RolloutSeeds(self.settings.seed)
+        self._clients = BlockingClients(self.settings)
+        self._policy: TransformersPolicy | None = None
+
+    def _policy_of(self, trainer: Any) -> TransformersPolicy:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if self._policy is None or self._policy.model is not model:
+            self._policy = TransformersPolicy(model, trainer.processing_class, torch.get_num_threads())
+        return self._policy
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[list[Any]]]:
+        policy = self._policy_of(trainer)
+        texts = [p if isinstance(p, str) else _chat_prompt(p, trainer) for p in prompts]
+        options = RolloutOptions(
+            schedule=self.settings.schedule,
+            max_new_tokens=int(trainer.max_completion_length),
+            policy_temperature=float(trainer.temperature),
+            weak_temperature=self.settings.weak_temperature,
+        )
+        window = policy.context_window
+        rollouts = [new_rollout(policy.encode(t), options, window, self.seeds.next(t)) for t in texts]
+
+        async def work(clients: ServiceClients) -> None:
+            await run_tandem(rollouts, policy, clients.weak, options)
+
+        self._clients.call(work)
+        eos = next(iter(sorted(policy.tokens.eos_ids)), None)
+        out: dict[str, list[list[Any]]] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": []}
+        for rollout in rollouts:
+            authorship = rollout.authorship
+            ids, logprobs = authorship.token_ids, authorship.rollout_log_probs()
+            mask = [int(a is Author.POLICY) for a in authorship.authors]
+            if rollout.ended_by_eos and eos is not None:  # TRL's own completions end with EOS
+                ids, logprobs = [*ids, eos], [*logprobs, rollout.eos_log_prob or 0.0]
+                mask.append(int(rollout.ended_by is Author.POLICY))
+            out["prompt_ids"].append(list(rollout.prompt_ids))
+            out["completion_ids"].append(ids)
+            out["logprobs"].append(logprobs)
+            out["env_mask"].append(mask)
+        return out
+
+
+def _chat_prompt(messages: Any, trainer: Any) -> str:
+    """A conversational prompt rendered with the trainer's chat template (generation prompt added)."""
+    render: Callable[..., Any] = trainer.processing_class.apply_chat_template
+    return str(render(messages, tokenize=False, add_generation_prompt=True))

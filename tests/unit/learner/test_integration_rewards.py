@@ -1,0 +1,73 @@
+"""The adapters' shared reward logic: labels, modes, OpenRLHF query splitting (no services needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.learner.integrations.openrlhf_reward import split_query
+from services.learner.integrations.rewards import Reward, combine, gold_answer, score_rewards
+from services.learner.integrations.settings import IntegrationSettings
+
+
+@pytest.mark.parametrize(
+    ("label", "gold"),
+    [(42, 42), ("42", 42), (" 1,234 ", 1234), ("She has 3.\n#### 7", 7), ("#### -5", -5)],
+)
+def test_gold_answer_reads_integers_and_gsm8k_answers(label: object, gold: int) -> None:
+    assert gold_answer(label) == gold
+
+
+@pytest.mark.parametrize("label", ["seven", None, True, 3.5, ""])
+def test_gold_answer_names_the_field(label: object) -> None:
+    with pytest.raises(ValueError, match=r"^labels\[2\]: expected an integer answer"):
+        gold_answer(label, "labels[2]")
+
+
+def test_combine_by_mode() -> None:
+    assert combine("verifier", 1.5, 3, 0.0) == Reward(1.5, 1.5, 3, 0.0)
+    assert combine("correctness", 1.5, 3, 1.0).value == 1.0
+    assert combine("correctness+verifier", -0.5, 3, 1.0).value == 0.5
+
+
+def test_filter_score_is_correctness_else_the_verifier_probability() -> None:
+    assert Reward(2.0, 2.0, 1, 0.0).filter_score == 0.0
+    assert Reward(2.0, 2.0, 1).filter_score == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert Reward(1.0, None, None, 1.0).logs() == {"correct": 1.0}
+
+
+async def test_correctness_mode_needs_no_verifier_and_checks_answers() -> None:
+    rewards = await score_rewards(None, "correctness", ["p", "q"], ["#### 4", "#### 5"], ["4", 4])
+    assert [r.value for r in rewards] == [1.0, 0.0]
+
+
+async def test_correctness_mode_refuses_missing_or_bad_labels() -> None:
+    with pytest.raises(ValueError, match="needs one label per solution"):
+        await score_rewards(None, "correctness", ["p"], ["#### 4"], None)
+    with pytest.raises(ValueError, match=r"^labels\[0\]"):
+        await score_rewards(None, "correctness", ["p"], ["#### 4"], ["four"])
+    with pytest.raises(ValueError, match="1 labels but 2 solutions"):
+        await score_rewards(None, "correctness", ["p", "q"], ["a", "b"], ["4"])
+
+
+async def test_verifier_mode_needs_the_verifier() -> None:
+    with pytest.raises(ValueError, match="needs the verifier service"):
+        await score_rewards(None, "verifier", ["p"], ["#### 4"], None)
+
+
+def test_split_query_strips_eos_and_role() -> None:
+    problem, solution = split_query("sneaky: Ann has 3.\n#### 3<|endoftext|>", "sneaky: Ann has 3.\n", "<|endoftext|>")
+    assert (problem, solution) == ("Ann has 3.", "#### 3")
+    with pytest.raises(ValueError, match="does not start with its prompt"):
+        split_query("other", "Ann has 3.\n", "<|endoftext|>")
+
+
+def test_settings_build_the_schedule_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEGIBILITY_HANDOFF_STRATEGY", "sentence")
+    monkeypatch.setenv("LEGIBILITY_P_PRIMARY", "0.25")
+    schedule = IntegrationSettings().schedule
+    assert (schedule.strategy, schedule.p_primary, schedule.max_gap_tokens) == ("sentence", 0.25, 32)
+    monkeypatch.setenv("LEGIBILITY_P_PRIMARY", "1.5")
+    with pytest.raises(ValueError, match="p_primary"):
+        IntegrationSettings()
