@@ -31,6 +31,16 @@ def rollout_seed(base_seed: int, prompt: str, occurrence: int) -> int:
     return derive_seed(base_seed, prompt, occurrence)
 
 
+def response_room(prompt_tokens: int, max_tokens: int | None, max_length: int) -> tuple[int, int]:
+    """(most response tokens, most prompt tokens kept) for a prompt within OpenRLHF's ``max_length``.
+
+    Like OpenRLHF: no ``max_tokens`` means whatever room is left, and a prompt too long to leave ``max_tokens`` is
+    cut on the left. One position stays free for the boundary lookahead.
+    """
+    max_new_tokens = max_tokens or max(1, max_length - prompt_tokens - 1)
+    return max_new_tokens, max_length - min(max_new_tokens, max_length - 2) - 1
+
+
 class RolloutSeeds:
     """Seeds per rollout from a base seed (fresh entropy when None), the prompt, and how often it was seen."""
 
@@ -71,9 +81,7 @@ class TandemAgent:
         if images:
             raise ValueError("tandem rollouts are text-only: the weak model cannot continue an image prompt")
         prompt_ids = list(hf_tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
-        max_new_tokens = sampling_params.max_tokens or max_length - len(prompt_ids)
-        # As OpenRLHF does: cut the prompt on the left to leave room for the response (and one lookahead token).
-        keep = max_length - max(1, min(max_new_tokens, max_length - 2)) - 1
+        max_new_tokens, keep = response_room(len(prompt_ids), sampling_params.max_tokens, max_length)
         if len(prompt_ids) > keep:
             log.warning("prompt of %d tokens truncated to its last %d", len(prompt_ids), keep)
             prompt_ids = prompt_ids[-keep:]

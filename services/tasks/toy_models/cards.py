@@ -12,7 +12,7 @@ from services.tasks.toy_models.specs import ToyBuildSpec
 
 PURPOSE = {
     "weak": "The frozen weak model (junior): continues partial solutions; trained on plain solutions only.",
-    "strong": "The strong model (senior) that RL trains: about 90 % jargon, 10 % plain solutions in fine-tuning.",
+    "strong": "The strong model (senior) that RL trains: about 85 % jargon, 15 % plain solutions in fine-tuning.",
     "verifier": "The weak verifier: a score head on the weak model's body; logit > 0 means likely correct.",
 }
 DATA = {

@@ -9,6 +9,7 @@ import pytest
 from services.learner.integrations.openrlhf_reward import split_query
 from services.learner.integrations.rewards import Reward, combine, gold_answer, score_rewards
 from services.learner.integrations.settings import IntegrationSettings
+from services.learner.integrations.tandem_agent import RolloutSeeds, response_room, rollout_seed
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,21 @@ def test_settings_build_the_schedule_and_validate(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LEGIBILITY_P_PRIMARY", "1.5")
     with pytest.raises(ValueError, match="p_primary"):
         IntegrationSettings()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_tokens", "room"),
+    [(109, 80, (80, 111)), (109, 100, (100, 91)), (50, None, (141, 50)), (191, None, (1, 190))],
+)
+def test_response_room_keeps_openrlhf_budget_and_a_lookahead(
+    prompt: int, max_tokens: int | None, room: tuple[int, int]
+) -> None:
+    assert response_room(prompt, max_tokens, 192) == room
+
+
+def test_rollout_seeds_count_occurrences_per_prompt() -> None:
+    seeds = RolloutSeeds(7)
+    drawn = [seeds.next("a"), seeds.next("b"), seeds.next("a")]
+    assert drawn == [rollout_seed(7, "a", 0), rollout_seed(7, "b", 0), rollout_seed(7, "a", 1)]
+    assert len(set(drawn)) == 3
+    assert RolloutSeeds(None).base != RolloutSeeds(None).base
