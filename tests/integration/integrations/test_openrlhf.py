@@ -36,7 +36,8 @@ from services.tasks.answers import is_correct
 from services.weak_model.engines.vllm import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
 from tests.integration.integrations.conftest import MODELS, PROBLEMS, Services
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+on_module_loop = pytest.mark.asyncio(loop_scope="module")  # the module's services run on the module's loop
 
 STRONG = MODELS / "strong"
 WINDOW = 192  # the bundled models' context window = OpenRLHF's max_len here
@@ -88,6 +89,7 @@ def policy_flags(response: dict[str, Any]) -> list[bool]:
     return flags
 
 
+@on_module_loop
 async def test_agent_masks_weak_spans_and_matches_our_learner(services: Services, agent_actor: Any) -> None:
     tokenizer = AutoTokenizer.from_pretrained(STRONG)
     greedy = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, logprobs=1)
@@ -159,6 +161,7 @@ async def test_agent_masks_weak_spans_and_matches_our_learner(services: Services
         assert response["extra_logs"]["verifier_score"] == pytest.approx(score, abs=1e-5)
 
 
+@on_module_loop
 async def test_openrlhf_loads_our_reward_func_and_rewards_are_verifier_scores(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,8 +17,6 @@ from services.learner.integrations import verl as verl_adapter
 from services.tasks import toy
 from tests.integration.integrations.conftest import MODELS, PROBLEMS, Services
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module")]
-
 
 @pytest.fixture
 def service_env(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -46,6 +44,7 @@ def one_sample(tokenizer: object, question: str, solution: str, answer: int, inf
     )
 
 
+@pytest.mark.asyncio(loop_scope="module")  # the module's services run on the module's loop
 async def test_naive_reward_manager_scores_with_the_verifier(services: Services, service_env: None) -> None:
     config = OmegaConf.create(
         {
