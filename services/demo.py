@@ -46,11 +46,11 @@ class DemoPlan:
 
 
 def demo_plan(quick: bool) -> DemoPlan:
-    """The run the demo asks for: full (≈10 min on 2 cores) or quick (a couple of minutes, for tests)."""
+    """The run the demo asks for: full (≈6 min on 2 cores) or quick (about a minute, for tests)."""
     config = learner_pb2.RunConfig(
         name="demo" + (" (quick)" if quick else ""),
         mode=learner_pb2.RUN_MODE_TANDEM_GAME,
-        steps=4 if quick else 80,
+        steps=4 if quick else 100,
         seed=0,
         handoff=learner_pb2.HandoffSchedule(strategy=learner_pb2.HANDOFF_STRATEGY_WORD, p_primary=0.5),
         optimizer=learner_pb2.PolicyOptimizer(
