@@ -24,7 +24,11 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
     (root,) = tmp_path.glob("demo-*")
     (run_dir,) = (root / "runs").glob("run-*")
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["counts"]["train_steps"] == 8  # 4 tandem steps + 2 rounds x 2 game steps
+    # 4 tandem steps, then 2 rounds of 1 or 2 game steps each (a round ends early once sneaky-incorrect solutions
+    # score as high as helpful-correct ones); each round record holds the step it started at.
+    first, second = (r["step"] for r in report["rounds"])
+    assert first == 4 and 5 <= second <= 6
+    assert second < report["counts"]["train_steps"] <= second + 2
     assert [r["metrics"]["verifier_version"] for r in report["rounds"]] == [2.0, 3.0]
     assert all(0 < r["metrics"]["verifier_auc"] <= 1 for r in report["rounds"])
     for metric in ("eval/solo_accuracy", "eval/handoff_accuracy", "eval/jargon_rate", "eval/sneaky_fool_rate"):
