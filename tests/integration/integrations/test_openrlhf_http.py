@@ -9,7 +9,7 @@ from services.tasks import toy
 from services.verifier.app import start_verifier
 from services.verifier.settings import VerifierSettings
 from tests.integration.integrations.conftest import MODELS, PROBLEMS, Services
-from tests.integration.learner.conftest import QUICK
+from tests.support.running import QUICK
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module")]  # the module's services run on the module's loop
 

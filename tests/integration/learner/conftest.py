@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from grpc import aio
-from grpc_health.v1 import health_pb2_grpc
 
-from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.app import LearnerApp, start_learner
 from services.learner.settings import LearnerSettings
@@ -20,9 +17,9 @@ from services.verifier.app import VerifierApp, start_verifier
 from services.verifier.settings import VerifierSettings
 from services.weak_model.app import WeakModelApp, start_weak_model
 from services.weak_model.settings import WeakModelSettings
+from tests.support.running import QUICK, RunningService, ServiceGroup
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
-QUICK = {"port": 0, "metrics_port": 0, "drain_delay_s": 0.0, "grace_period_s": 2.0}
 
 
 @dataclass
@@ -51,12 +48,7 @@ async def start_dependencies() -> tuple[WeakModelApp, VerifierApp]:
     return weak, verifier
 
 
-@dataclass
-class RunningLearner:
-    app: LearnerApp
-    channel: aio.Channel
-    stub: learner_pb2_grpc.LearnerServiceStub
-    health: health_pb2_grpc.HealthStub
+RunningLearner = RunningService[LearnerApp, learner_pb2_grpc.LearnerServiceStub]
 
 
 LearnerFactory = Callable[..., Awaitable[RunningLearner]]
@@ -87,21 +79,14 @@ def learner_settings(runs_dir: Path, **overrides: Any) -> LearnerSettings:
 @pytest.fixture
 async def start_learner_server(runs_dir: Path) -> AsyncIterator[LearnerFactory]:
     """Factory: start_learner_server(**LearnerSettings fields) over runs_dir, stopped after the test."""
-    running: list[RunningLearner] = []
+    running = ServiceGroup()
 
     async def start(**overrides: Any) -> RunningLearner:
         app = await start_learner(learner_settings(runs_dir, **overrides))
-        channel = open_channel(app.server.address)
-        item = RunningLearner(
-            app, channel, learner_pb2_grpc.LearnerServiceStub(channel), health_pb2_grpc.HealthStub(channel)
-        )
-        running.append(item)
-        return item
+        return running.connect(app, learner_pb2_grpc.LearnerServiceStub)
 
     yield start
-    for item in running:
-        await item.channel.close()
-        await item.app.stop()
+    await running.stop()
 
 
 @pytest.fixture

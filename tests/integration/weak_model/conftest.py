@@ -3,59 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from grpc import aio
-from grpc_health.v1 import health_pb2_grpc
 
-from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
 from services.weak_model.app import WeakModelApp, start_weak_model
 from services.weak_model.settings import WeakModelSettings
+from tests.support.running import QUICK, RunningService, ServiceGroup
 
 WEAK_MODEL = Path(__file__).resolve().parents[3] / "models" / "weak"
 
 
-@dataclass
-class RunningWeakModel:
-    app: WeakModelApp
-    channel: aio.Channel
-    stub: weak_model_pb2_grpc.WeakModelServiceStub
-    health: health_pb2_grpc.HealthStub
+RunningWeakModel = RunningService[WeakModelApp, weak_model_pb2_grpc.WeakModelServiceStub]
 
 
 WeakModelFactory = Callable[..., Awaitable[RunningWeakModel]]
 
 
+async def serve_weak_model(**overrides: Any) -> RunningWeakModel:
+    """A weak-model server (bundled model) on free loopback ports, with a client; the caller stops it."""
+    fields: dict[str, Any] = QUICK | {"model_path": WEAK_MODEL, "max_delay_ms": 2.0}
+    app = await start_weak_model(WeakModelSettings(**(fields | overrides)))
+    return RunningWeakModel.connect(app, weak_model_pb2_grpc.WeakModelServiceStub)
+
+
 @pytest.fixture
 async def start_server() -> AsyncIterator[WeakModelFactory]:
     """Factory: start_server(**WeakModelSettings fields) on free loopback ports, stopped after the test."""
-    running: list[RunningWeakModel] = []
+    running = ServiceGroup()
 
     async def start(**overrides: Any) -> RunningWeakModel:
-        fields: dict[str, Any] = {
-            "port": 0,
-            "metrics_port": 0,
-            "drain_delay_s": 0.0,
-            "grace_period_s": 2.0,
-            "model_path": WEAK_MODEL,
-            "max_delay_ms": 2.0,
-        }
-        app = await start_weak_model(WeakModelSettings(**(fields | overrides)))
-        channel = open_channel(f"127.0.0.1:{app.server.port}")
-        item = RunningWeakModel(
-            app, channel, weak_model_pb2_grpc.WeakModelServiceStub(channel), health_pb2_grpc.HealthStub(channel)
-        )
-        running.append(item)
-        return item
+        return running.add(await serve_weak_model(**overrides))
 
     yield start
-    for item in running:
-        await item.channel.close()
-        await item.app.stop()
+    await running.stop()
 
 
 @pytest.fixture

@@ -15,16 +15,13 @@ import grpc
 import pytest
 import pytest_asyncio
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.common.artifacts import directory_sha256
-from services.common.client import open_channel
-from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
-from services.weak_model.app import start_weak_model
+from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2
 from services.weak_model.service import SERVICE_NAME
-from services.weak_model.settings import WeakModelSettings
-from tests.integration.weak_model.conftest import WEAK_MODEL, RunningWeakModel
+from tests.integration.weak_model.conftest import WEAK_MODEL, RunningWeakModel, serve_weak_model
 from tests.integration.weak_model.test_invalid_input_hf import (
     CONTINUE_CASES,
     LOGPROBS_CASES,
@@ -47,40 +44,18 @@ BOUNDARY, STOP, LENGTH, EOS = (
 BATCH, QUEUE = 8, 16  # the vLLM server's max_batch_size (vLLM's max_num_seqs) and max_queue_size
 
 
-async def serve(**overrides: Any) -> RunningWeakModel:
-    """A server on free loopback ports, as conftest's start_server, but for module-scoped fixtures."""
-    fields: dict[str, Any] = {
-        "port": 0,
-        "metrics_port": 0,
-        "drain_delay_s": 0.0,
-        "grace_period_s": 2.0,
-        "model_path": WEAK_MODEL,
-        "max_delay_ms": 2.0,
-    }
-    app = await start_weak_model(WeakModelSettings(**(fields | overrides)))
-    channel = open_channel(f"127.0.0.1:{app.server.port}")
-    return RunningWeakModel(
-        app, channel, weak_model_pb2_grpc.WeakModelServiceStub(channel), health_pb2_grpc.HealthStub(channel)
-    )
-
-
-async def shut(running: RunningWeakModel) -> None:
-    await running.channel.close()
-    await running.app.stop()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_weak() -> AsyncIterator[RunningWeakModel]:
-    running = await serve(engine="vllm", max_batch_size=BATCH, max_queue_size=QUEUE)
+    running = await serve_weak_model(engine="vllm", max_batch_size=BATCH, max_queue_size=QUEUE)
     yield running
-    await shut(running)
+    await running.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def hf_weak() -> AsyncIterator[RunningWeakModel]:
-    running = await serve(engine="hf", max_queue_size=256)
+    running = await serve_weak_model(engine="hf", max_queue_size=256)
     yield running
-    await shut(running)
+    await running.stop()
 
 
 def cases() -> list[weak_model_pb2.ContinueItem]:

@@ -1,0 +1,62 @@
+"""A service started in-process for a test, with a client channel, its stub and health stub; stopped as a group."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from grpc import aio
+from grpc_health.v1 import health_pb2_grpc
+
+from services.common.client import open_channel
+
+QUICK: dict[str, Any] = {"port": 0, "metrics_port": 0, "drain_delay_s": 0.0, "grace_period_s": 2.0}
+"""Settings every test server shares: free loopback ports, no drain delay, a short grace period."""
+
+
+class ServiceApp(Protocol):
+    @property
+    def server(self) -> Any: ...
+
+    async def stop(self) -> None: ...
+
+
+AppT = TypeVar("AppT", bound=ServiceApp)
+StubT = TypeVar("StubT")
+
+
+@dataclass
+class RunningService(Generic[AppT, StubT]):
+    app: AppT
+    channel: aio.Channel
+    stub: StubT
+    health: health_pb2_grpc.HealthStub
+
+    @classmethod
+    def connect(cls, app: AppT, stub_class: Callable[[aio.Channel], StubT]) -> RunningService[AppT, StubT]:
+        """A client of ``app`` on its loopback port."""
+        channel = open_channel(f"127.0.0.1:{app.server.port}")
+        return cls(app, channel, stub_class(channel), health_pb2_grpc.HealthStub(channel))
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        await self.app.stop()
+
+
+class ServiceGroup:
+    """The services a fixture started, stopped together at its end."""
+
+    def __init__(self) -> None:
+        self._running: list[RunningService[Any, Any]] = []
+
+    def add(self, running: RunningService[AppT, StubT]) -> RunningService[AppT, StubT]:
+        self._running.append(running)
+        return running
+
+    def connect(self, app: AppT, stub_class: Callable[[aio.Channel], StubT]) -> RunningService[AppT, StubT]:
+        return self.add(RunningService.connect(app, stub_class))
+
+    async def stop(self) -> None:
+        for running in self._running:
+            await running.stop()
