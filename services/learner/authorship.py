@@ -9,6 +9,19 @@ from collections.abc import Sequence
 from services.learner.schedule import Author
 
 
+def true_spans(flags: Sequence[bool], offset: int = 0) -> list[tuple[int, int]]:
+    """Maximal runs of True as ``(start, end)`` pairs, end exclusive, shifted by ``offset``."""
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, flag in enumerate([*flags, False]):  # the sentinel closes a trailing run
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append((offset + start, offset + i))
+            start = None
+    return spans
+
+
 class Authorship:
     """The response of one rollout as appended segments; positions are relative to the response start."""
 
@@ -81,15 +94,7 @@ class Authorship:
     @property
     def action_ranges(self) -> list[tuple[int, int]]:
         """Maximal spans ``(start, end)`` of policy tokens, end exclusive: OpenRLHF AgentExecutor's action_ranges."""
-        ranges: list[tuple[int, int]] = []
-        start: int | None = None
-        for i, author in enumerate([*self._authors, None]):  # the sentinel closes a trailing span
-            if author is Author.POLICY and start is None:
-                start = i
-            elif author is not Author.POLICY and start is not None:
-                ranges.append((start, i))
-                start = None
-        return ranges
+        return true_spans([a is Author.POLICY for a in self._authors])
 
     def rollout_log_probs(self, fill: float = 0.0) -> list[float]:
         """The policy's sampling log-prob per token, ``fill`` where the weak model wrote (outside action_ranges)."""

@@ -50,6 +50,19 @@ class Rollout:
     def response_ids(self) -> list[int]:
         return self.authorship.token_ids
 
+    def completion(self, eos_id: int | None) -> tuple[list[int], list[bool], list[float]]:
+        """The response as an RL stack trains on it: token ids with ``eos_id`` appended when the text ended (so
+        stopping is learnt where the policy stopped), whether the policy wrote each token (the EOS: if the policy
+        ended the text), and the policy's log-prob of each (0.0 where the weak model wrote)."""
+        authorship = self.authorship
+        ids, log_probs = authorship.token_ids, authorship.rollout_log_probs()
+        by_policy = [a is Author.POLICY for a in authorship.authors]
+        if self.ended_by_eos and eos_id is not None:
+            ids.append(eos_id)
+            by_policy.append(self.ended_by is Author.POLICY)
+            log_probs.append(self.eos_log_prob or 0.0)
+        return ids, by_policy, log_probs
+
 
 @dataclass(frozen=True)
 class RolloutOptions:

@@ -15,11 +15,11 @@ import logging
 import random
 from typing import Any
 
+from services.learner.authorship import true_spans
 from services.learner.integrations.llm_engine import LlmEngineWriter, sampling_extras
 from services.learner.integrations.rewards import ServiceClients, needs_verifier, score_rewards
 from services.learner.integrations.settings import IntegrationSettings
 from services.learner.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
-from services.learner.schedule import Author
 from services.tasks.toy import problem_from_prompt
 from services.weak_model.engines.vllm_segments import BoundaryVocabulary
 
@@ -106,17 +106,7 @@ class TandemAgent:
         self, rollout: Rollout, prompt: str, label: Any, sampling_params: Any, hf_tokenizer: Any
     ) -> dict[str, Any]:
         authorship, start = rollout.authorship, len(rollout.prompt_ids)
-        observation = [*rollout.prompt_ids, *authorship.token_ids]
-        ranges = [(start + a, start + b) for a, b in authorship.action_ranges]
-        log_probs = [0.0] * start + authorship.rollout_log_probs()
-        if rollout.ended_by_eos and hf_tokenizer.eos_token_id is not None:
-            observation.append(int(hf_tokenizer.eos_token_id))  # the text ended: train on stopping where the policy did
-            log_probs.append(rollout.eos_log_prob or 0.0)
-            if rollout.ended_by is Author.POLICY:
-                if ranges and ranges[-1][1] == len(observation) - 1:
-                    ranges[-1] = (ranges[-1][0], len(observation))
-                else:
-                    ranges.append((len(observation) - 1, len(observation)))
+        response, by_policy, response_log_probs = rollout.completion(hf_tokenizer.eos_token_id)
         solution = hf_tokenizer.decode(authorship.token_ids, skip_special_tokens=True)
         mode = self.settings.agent_reward
         verifier = self._clients.verifier if needs_verifier(mode) else None
@@ -137,9 +127,9 @@ class TandemAgent:
             "mm_train_inputs": None,
             "reward": reward.value,
             "scores": reward.filter_score,
-            "observation_tokens": observation,
-            "action_ranges": ranges,
-            "rollout_log_probs": log_probs if sampling_params.logprobs is not None else None,
+            "observation_tokens": [*rollout.prompt_ids, *response],
+            "action_ranges": true_spans(by_policy, offset=start),
+            "rollout_log_probs": [0.0] * start + response_log_probs if sampling_params.logprobs is not None else None,
             "truncated": not rollout.ended_by_eos,
             "extra_logs": extra_logs,
         }

@@ -20,7 +20,6 @@ from services.learner.integrations.settings import IntegrationSettings, RewardMo
 from services.learner.integrations.tandem_agent import RolloutSeeds
 from services.learner.policy import TransformersPolicy
 from services.learner.rollout import RolloutOptions, new_rollout, run_tandem
-from services.learner.schedule import Author
 from services.tasks.toy import problem_from_prompt
 
 
@@ -101,19 +100,14 @@ class TandemRolloutFunc:
             await run_tandem(rollouts, policy, clients.weak, options)
 
         self._clients.call(work)
-        eos = next(iter(sorted(policy.tokens.eos_ids)), None)
         out: dict[str, list[list[Any]]] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": []}
         for rollout in rollouts:
-            authorship = rollout.authorship
-            ids, logprobs = authorship.token_ids, authorship.rollout_log_probs()
-            mask = [int(a is Author.POLICY) for a in authorship.authors]
-            if rollout.ended_by_eos and eos is not None:  # TRL's own completions end with EOS
-                ids, logprobs = [*ids, eos], [*logprobs, rollout.eos_log_prob or 0.0]
-                mask.append(int(rollout.ended_by is Author.POLICY))
+            # As the OpenRLHF agent: the tokenizer's EOS ends a finished completion (TRL's own ones end with it).
+            ids, by_policy, logprobs = rollout.completion(policy.tokenizer.eos_token_id)
             out["prompt_ids"].append(list(rollout.prompt_ids))
             out["completion_ids"].append(ids)
             out["logprobs"].append(logprobs)
-            out["env_mask"].append(mask)
+            out["env_mask"].append([int(flag) for flag in by_policy])
         return out
 
 
