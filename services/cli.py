@@ -199,7 +199,7 @@ def serve_learner(ctx: typer.Context) -> None:
 @app.command("train-verifier", context_settings=_PASS_THROUGH, add_help_option=False)
 def train_verifier(ctx: typer.Context) -> None:
     """Retrain the verifier on labelled samples of every round and publish it; `--help` lists the flags."""
-    from services.verifier.training.__main__ import main
+    from services.jobs.verifier_training.__main__ import main
 
     main(ctx.args, prog="legibility train-verifier")
 

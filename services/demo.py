@@ -22,16 +22,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.common.artifacts import ArtifactStore
+from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
+from services.common.processes import ServiceProcess, free_port
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
-from services.launch import ServiceProcess, free_port
 from services.learner.report import write_report
 from services.learner.run_config import resolve
-from services.learner.settings import BUNDLED_MODELS
-from services.verifier.settings import BUNDLED_VERIFIER
 
 console = Console()
 LEARNER_SERVICE = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
@@ -163,7 +162,7 @@ async def run_demo(out: Path, quick: bool = False, redis_url: str | None = None)
     if final.state != learner_pb2.RUN_STATE_SUCCEEDED:
         raise RuntimeError(f"run {final.run_id} ended {learner_pb2.RunState.Name(final.state)}: {final.error}")
     run_dir = root / "runs" / final.run_id
-    options = dataclasses.asdict(resolve(plan.config, BUNDLED_MODELS / "strong"))
+    options = dataclasses.asdict(resolve(plan.config, BUNDLED_STRONG))
     report = write_report(run_dir, f"Demo run {final.run_id}", options, time.perf_counter() - started)
     for line in report.summary_lines():
         console.print(line)

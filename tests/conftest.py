@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import connect
+from tests.support.checkpoints import Family, Kind, build_checkpoint
 
 
 @pytest.fixture
@@ -31,3 +32,17 @@ async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Re
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def own_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Family, Kind], Path]:
+    """``own_checkpoint("llama" | "qwen2", "causal" | "classifier")``: a small checkpoint directory made here
+    (locally trained BPE tokenizer with a ChatML template, random weights), built once per session."""
+    built: dict[tuple[Family, Kind], Path] = {}
+
+    def get(family: Family, kind: Kind) -> Path:
+        if (family, kind) not in built:
+            built[(family, kind)] = build_checkpoint(tmp_path_factory.mktemp(f"{family}-{kind}"), family, kind)
+        return built[(family, kind)]
+
+    return get

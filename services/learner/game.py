@@ -8,6 +8,8 @@ from statistics import fmean
 
 from services.common.artifacts import ArtifactStore
 from services.common.samples import LabelledSample, put_samples, samples_uri
+from services.jobs.verifier_training.job import TrainedVerifier, train_verifier_job
+from services.jobs.verifier_training.settings import TrainVerifierSettings
 from services.learner.credit import dca_token_rewards
 from services.learner.evaluation import write_solutions
 from services.learner.game_rewards import GameRewardKind, ScoredSample, game_rewards
@@ -18,8 +20,6 @@ from services.learner.segments import SegmentWriter
 from services.learner.verifier_client import VerifierClient
 from services.tasks import toy
 from services.tasks.answers import is_correct
-from services.verifier.training.job import TrainedVerifier, train_verifier_job
-from services.verifier.training.settings import TrainVerifierSettings
 
 
 def game_reward(verifier: VerifierClient, kind: GameRewardKind, min_version: int) -> RewardFn:

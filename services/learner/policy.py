@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from services.learner.segments import Segment, SegmentRequest
-from services.weak_model.boundaries import FinishReason
-from services.weak_model.engine import ContinueRequest
-from services.weak_model.engines.hf_decoding import generate
-from services.weak_model.engines.tokens import TokenTable
+from services.decoding.boundaries import FinishReason
+from services.decoding.hf_loop import generate
+from services.decoding.requests import SegmentRequest
+from services.decoding.tokens import TokenTable
+from services.learner.segments import Segment
 
 
 class TransformersPolicy:
@@ -58,7 +58,7 @@ class TransformersPolicy:
         try:
             generated = generate(
                 self.model,
-                [ContinueRequest(r.prefix_ids, r.rule, r.temperature, 1.0, r.seed) for r in requests],
+                requests,
                 pieces=self.tokens.pieces,
                 eos_ids=self.tokens.eos_ids,
                 pad_id=self.pad_id,

@@ -13,10 +13,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from services.decoding.boundaries import StopRule
+from services.decoding.requests import SegmentRequest
 from services.learner.authorship import Authorship
 from services.learner.schedule import Author, HandoffDrawer, HandoffSchedule
-from services.learner.segments import SegmentRequest, SegmentWriter
-from services.weak_model.boundaries import StopRule
+from services.learner.segments import SegmentWriter
 
 
 def derive_seed(*parts: object) -> int:
@@ -106,7 +107,7 @@ async def run_tandem(
             temperature = options.policy_temperature if plan.author is Author.POLICY else options.weak_temperature
             prefix = rollout.prompt_ids + tuple(rollout.authorship.token_ids)
             segment_seed = derive_seed(rollout.seed, rollout.segments)
-            requests[plan.author].append((rollout, SegmentRequest(prefix, rule, temperature, segment_seed)))
+            requests[plan.author].append((rollout, SegmentRequest(prefix, rule, temperature, seed=segment_seed)))
         written = await asyncio.gather(
             policy.write([req for _, req in requests[Author.POLICY]]),
             weak.write([req for _, req in requests[Author.WEAK]]),

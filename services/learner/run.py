@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
 from services.common.samples import samples_uri
+from services.jobs.verifier_training.settings import TrainVerifierSettings
 from services.learner.evaluation import SOLO, evaluate_policy
 from services.learner.events import EVENTS_FILE, EventKind, RunEvent, append_event
 from services.learner.game import (
@@ -40,7 +41,6 @@ from services.learner.trainer import PolicyTrainer
 from services.learner.verifier_client import VerifierClient
 from services.learner.weak_client import WeakModelClient
 from services.tasks import toy
-from services.verifier.training.settings import TrainVerifierSettings
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A rollout loop alternates two questions per rollout::
     plan = drawer.next_segment(authorship.trailing_run)   # author, boundary, max_tokens
     ... the author writes up to plan.stop_rule() (capped by the rollout's remaining budget) ...
 
-Segments end at the same boundaries the weak-model service cuts at (:mod:`services.weak_model.boundaries`), so both
+Segments end at the same boundaries the weak-model service cuts at (:mod:`services.decoding.boundaries`), so both
 authors stop on identical rules. No author ever writes more than ``max_gap_tokens`` tokens in a row: the segment's
 token cap stops it there, and the next draw then forces the other author (Tandem-RLVR's forced redraw).
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.weak_model.boundaries import Boundary, StopRule
+from services.decoding.boundaries import Boundary, StopRule
 
 Strategy = Literal["word", "sentence", "step", "chunk", "bernoulli", "alternating"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)

@@ -11,18 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.weak_model.boundaries import StopRule
-
-
-@dataclass(frozen=True)
-class SegmentRequest:
-    """Continue ``prefix_ids`` (prompt + response so far) until ``rule`` ends the segment."""
-
-    prefix_ids: tuple[int, ...]
-    rule: StopRule
-    temperature: float
-    seed: int | None
-    """Per-segment sampling seed: the same rollout seed gives the same tokens (within one engine)."""
+from services.decoding.requests import SegmentRequest
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
 from services.common.settings import ServerSettings, StoreSettings
-
-BUNDLED_MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 class LearnerSettings(ServerSettings, StoreSettings):
@@ -28,9 +27,9 @@ class LearnerSettings(ServerSettings, StoreSettings):
     """host:port of the verifier service (Score, ScoreSteps)."""
     client_token: str | None = None
     """Bearer token the learner sends to the services, when they require one."""
-    policy_model_path: Path = BUNDLED_MODELS / "strong"
+    policy_model_path: Path = BUNDLED_STRONG
     """Initial policy (a causal LM checkpoint) for runs whose RunConfig names none."""
-    verifier_init_path: Path = BUNDLED_MODELS / "weak"
+    verifier_init_path: Path = BUNDLED_WEAK
     """Initialisation of the verifier retrained each game round (its LM body; a fresh score head)."""
     runs_dir: Path = Path("runs")
     """Where runs write checkpoints, samples, metrics.jsonl and the report; a run resumes from here."""

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
-from services.learner.segments import Segment, SegmentRequest
-from services.weak_model.boundaries import Boundary
+from services.decoding.boundaries import Boundary
+from services.decoding.requests import SegmentRequest
+from services.learner.segments import Segment
 
 _T = TypeVar("_T")
 

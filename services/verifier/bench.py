@@ -34,8 +34,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.launch import ServiceProcess, free_port
-from services.verifier.settings import BUNDLED_VERIFIER, VerifierSettings
+from services.common.bundled_models import BUNDLED_VERIFIER
+from services.common.processes import ServiceProcess, free_port
+from services.verifier.settings import VerifierSettings
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,8 @@ async def measure_vllm(config: BenchConfig, pairs: list[tuple[str, str]], refere
     """vLLM's OpenAI server, pooling runner, POST /classify; rows plus max |probs - sigmoid(our score)| in the note."""
     import aiohttp
 
+    from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
     from services.tasks.toy import format_verifier_input
-    from services.weak_model.engines.vllm import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
 
     port = free_port()
     extension = f"{PaddedHeadsWorkerExtension.__module__}.{PaddedHeadsWorkerExtension.__name__}"

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from services.common.bundled_models import BUNDLED_VERIFIER
 from services.common.settings import ModelSourceSettings, ServerSettings
-
-BUNDLED_VERIFIER = Path(__file__).resolve().parents[2] / "models" / "verifier"
 
 
 class VerifierSettings(ServerSettings, ModelSourceSettings):

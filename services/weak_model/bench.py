@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.weak_model.settings import BUNDLED_WEAK_MODEL
+from services.common.bundled_models import BUNDLED_WEAK
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def measure_raw(model: Path, prompts: list[str], max_new_tokens: int, max_
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from services.weak_model.engines.tokens import context_window
+    from services.decoding.tokens import context_window
     from services.weak_model.engines.vllm import engine_args, start_async_llm
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -176,7 +176,7 @@ async def run_bench(
 
 
 def bench_weak_model(
-    model: Annotated[Path, typer.Option(help="Checkpoint directory (transformers format).")] = BUNDLED_WEAK_MODEL,
+    model: Annotated[Path, typer.Option(help="Checkpoint directory (transformers format).")] = BUNDLED_WEAK,
     prompts: Annotated[int, typer.Option(min=1, help="Distinct toy test prompts, cycled through.")] = 128,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per continuation (greedy, EOS ends early).")] = 48,
     clients: Annotated[list[int] | None, typer.Option(help="Concurrent clients per level; repeatable.")] = None,

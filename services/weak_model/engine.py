@@ -3,11 +3,11 @@
 No protobuf crosses it: the servicer tokenises and validates, hands engines token ids, and builds responses.
 Engines must agree on semantics so results match across them:
 
-- a continuation ends where :mod:`services.weak_model.boundaries` says, given the generated tokens' texts;
+- a continuation ends where :mod:`services.decoding.boundaries` says, given the generated tokens' texts;
 - ``logprobs`` are under the unmodified distribution (temperature 1, no top-p), for kept tokens only;
 - EOS is never part of ``token_ids``; generation also stops when prefix + generated fills the context window;
 - LogProbs with an empty context scores the text after :attr:`WeakEngine.bos_token_id`;
-- a temperature below :data:`GREEDY_BELOW` is greedy (vLLM's rule), so tiny temperatures cannot overflow.
+- a temperature below ``GREEDY_BELOW`` (services.decoding.requests) is greedy, as in vLLM.
 """
 
 from __future__ import annotations
@@ -17,20 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from services.common.weights import WeightsInfo
-from services.weak_model.boundaries import FinishReason, StopRule
-
-GREEDY_BELOW = 1e-5
-
-
-@dataclass(frozen=True)
-class ContinueRequest:
-    """One prefix to continue."""
-
-    prefix_ids: tuple[int, ...]
-    rule: StopRule
-    temperature: float = 0.0  # below GREEDY_BELOW = greedy
-    top_p: float = 1.0
-    seed: int | None = None  # None = unseeded sampling
+from services.decoding.boundaries import FinishReason
+from services.decoding.requests import LogProbsRequest, SegmentRequest
 
 
 @dataclass(frozen=True)
@@ -43,14 +31,6 @@ class Continuation:
     finish_reason: FinishReason
     matched_stop: str
     prefix_tokens: int
-
-
-@dataclass(frozen=True)
-class LogProbsRequest:
-    """Score ``text_ids`` after ``context_ids`` (which may be empty)."""
-
-    context_ids: tuple[int, ...]
-    text_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -108,7 +88,7 @@ class WeakEngine(Protocol):
         """Stop workers; calls still waiting fail with NotReady."""
         ...
 
-    async def continue_batch(self, requests: Sequence[ContinueRequest]) -> list[Continuation]:
+    async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:
         """One continuation per request, in order. Raises Overloaded when the queue is full."""
         ...
 

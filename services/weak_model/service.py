@@ -7,7 +7,7 @@ from prometheus_client import Counter
 
 from services.common.errors import NotReady
 from services.common.genproto.legibility.v1 import weak_model_pb2, weak_model_pb2_grpc
-from services.weak_model.boundaries import FinishReason
+from services.decoding.boundaries import FinishReason
 from services.weak_model.engine import Continuation, TextLogProbs, WeakEngine
 from services.weak_model.validation import validate_continue, validate_logprobs
 

@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from services.common.bundled_models import BUNDLED_WEAK
 from services.common.settings import ModelSourceSettings, ServerSettings
-
-BUNDLED_WEAK_MODEL = Path(__file__).resolve().parents[2] / "models" / "weak"
 
 
 class WeakModelSettings(ServerSettings, ModelSourceSettings):
@@ -21,7 +20,7 @@ class WeakModelSettings(ServerSettings, ModelSourceSettings):
     """Prometheus /metrics HTTP port, separate from gRPC; 0 picks a free one."""
     engine: Literal["hf", "vllm"] = "hf"
     """Inference engine: hf (transformers, batched KV-cached generation) or vllm (vLLM's AsyncLLM)."""
-    model_path: Path = BUNDLED_WEAK_MODEL
+    model_path: Path = BUNDLED_WEAK
     """Checkpoint directory (transformers format) to serve when registry_version is not set."""
     model_name: str = "weak"
     """Name reported in ModelInfo and looked up in the registry."""

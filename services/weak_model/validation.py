@@ -11,8 +11,9 @@ from typing import Protocol
 
 from services.common.errors import InvalidArgument
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2
-from services.weak_model.boundaries import Boundary, StopRule
-from services.weak_model.engine import ContinueRequest, LogProbsRequest
+from services.decoding.boundaries import Boundary, StopRule
+from services.decoding.requests import SegmentRequest
+from services.weak_model.engine import LogProbsRequest
 
 BOUNDARIES = {
     weak_model_pb2.BOUNDARY_UNSPECIFIED: Boundary.NONE,
@@ -63,8 +64,8 @@ def _token_ids(value: common_pb2.TextOrTokens, field: str, vocab: Vocabulary, *,
 
 
 def validate_continue(
-    request: weak_model_pb2.ContinueRequest, vocab: Vocabulary, *, max_new_tokens_cap: int, max_items: int
-) -> list[ContinueRequest]:
+    request: weak_model_pb2.SegmentRequest, vocab: Vocabulary, *, max_new_tokens_cap: int, max_items: int
+) -> list[SegmentRequest]:
     """Engine requests for a valid Continue request; raises InvalidArgument on the first bad field."""
     _check_batch(len(request.items), max_items)
     requests = []
@@ -92,7 +93,7 @@ def validate_continue(
             )
         rule = StopRule(item.max_new_tokens, BOUNDARIES[item.boundary], tuple(item.stop))
         seed = item.seed if item.HasField("seed") else None
-        requests.append(ContinueRequest(tuple(prefix), rule, float(item.temperature), float(top_p), seed))
+        requests.append(SegmentRequest(tuple(prefix), rule, float(item.temperature), float(top_p), seed))
     return requests
 
 

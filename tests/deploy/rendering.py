@@ -149,9 +149,9 @@ def image_entrypoint() -> list[str]:
 
 def settings_class_for(args: list[str]) -> type:
     """The settings class the container's ``legibility`` verb parses."""
+    from services.jobs.verifier_training.settings import TrainVerifierSettings
     from services.learner.settings import LearnerSettings
     from services.verifier.settings import VerifierSettings
-    from services.verifier.training.settings import TrainVerifierSettings
     from services.weak_model.settings import WeakModelSettings
 
     by_verb: dict[tuple[str, ...], type] = {

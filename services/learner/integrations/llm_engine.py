@@ -2,7 +2,7 @@
 
 OpenRLHF hands an AgentExecutor its vLLM engine actor, whose ``generate(prompt_token_ids, sampling_params)``
 returns a ``vllm.RequestOutput``. :class:`LlmEngineWriter` makes every policy segment with it, cut at the same
-boundaries as the weak model's (:func:`~services.weak_model.engines.vllm_segments.generate_segment`), so OpenRLHF
+boundaries as the weak model's (:func:`~services.decoding.vllm_segments.generate_segment`), so OpenRLHF
 trains on tokens its own engine sampled and a tandem rollout is the same whichever stack runs it.
 """
 
@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from services.learner.segments import Segment, SegmentRequest
-from services.weak_model.boundaries import FinishReason
-from services.weak_model.engines.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
+from services.decoding.boundaries import FinishReason
+from services.decoding.requests import SegmentRequest
+from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
+from services.learner.segments import Segment
 
 # SamplingParams fields the stack's user chose that a segment keeps (temperature, top_p and seed come per segment).
 _KEPT_FIELDS = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")

@@ -15,13 +15,13 @@ import logging
 import random
 from typing import Any
 
+from services.decoding.vllm_segments import BoundaryVocabulary
 from services.learner.authorship import true_spans
 from services.learner.integrations.llm_engine import LlmEngineWriter, sampling_extras
 from services.learner.integrations.rewards import ServiceClients, needs_verifier, score_rewards
 from services.learner.integrations.settings import IntegrationSettings
 from services.learner.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
 from services.tasks.toy import problem_from_prompt
-from services.weak_model.engines.vllm_segments import BoundaryVocabulary
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+from services.common.bundled_models import BUNDLED_MODELS_DIR
+
 app = typer.Typer(help="The toy world: bundled tiny weak, strong and verifier models.")
 
 
@@ -26,7 +27,7 @@ console = Console()
 
 @app.command()
 def build(
-    out: Annotated[Path, typer.Option(help="Folder that receives weak/, strong/ and verifier/.")] = MODELS_DIR,
+    out: Annotated[Path, typer.Option(help="Folder that receives weak/, strong/ and verifier/.")] = BUNDLED_MODELS_DIR,
     shortened: Annotated[bool, typer.Option(help="Tiny schedules: checks the pipeline in a minute.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of problems, initialisation and sampling.")] = 0,
 ) -> None:
@@ -48,7 +49,7 @@ def build(
 
 @app.command("eval")
 def evaluate(
-    models: Annotated[Path, typer.Option(help="Folder holding weak/, strong/ and verifier/.")] = MODELS_DIR,
+    models: Annotated[Path, typer.Option(help="Folder holding weak/, strong/ and verifier/.")] = BUNDLED_MODELS_DIR,
     problems: Annotated[int, typer.Option(help="Test problems to measure on.")] = 300,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
@@ -86,7 +87,7 @@ def samples(
     out: Annotated[Path, typer.Option(help="JSON-lines file to write (one labelled sample per line).")],
     problems: Annotated[int, typer.Option(help="Training-split problems to solve.")] = 200,
     per_model: Annotated[int, typer.Option(help="Solutions per problem from each of weak and strong.")] = 4,
-    models: Annotated[Path, typer.Option(help="Folder holding weak/ and strong/.")] = MODELS_DIR,
+    models: Annotated[Path, typer.Option(help="Folder holding weak/ and strong/.")] = BUNDLED_MODELS_DIR,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Sample labelled solutions from the weak and strong models: data for `legibility train-verifier`."""

@@ -19,15 +19,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging as hf_logging
 
 from services.common.batching import MicroBatcher
+from services.decoding import hf_loop
+from services.decoding.requests import SegmentRequest
+from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.weak_model.engine import (
     Continuation,
-    ContinueRequest,
     LogProbsRequest,
     TextLogProbs,
     WeightsInfo,
 )
-from services.weak_model.engines import hf_decoding
-from services.weak_model.engines.tokens import TokenizerAccessors, TokenTable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -56,7 +56,7 @@ class HFEngine(TokenizerAccessors):
         self._torch_threads = torch_threads
         self._lock = asyncio.Lock()
         knobs = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_size": max_queue_size}
-        self._continue = MicroBatcher[ContinueRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
+        self._continue = MicroBatcher[SegmentRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
         self._logprobs = MicroBatcher[LogProbsRequest, TextLogProbs]("weak_model.logprobs", self._run_logprobs, **knobs)
 
     @property
@@ -76,7 +76,7 @@ class HFEngine(TokenizerAccessors):
         await self._continue.stop()
         await self._logprobs.stop()
 
-    async def continue_batch(self, requests: Sequence[ContinueRequest]) -> list[Continuation]:
+    async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:
         return await self._continue.submit_many(requests)
 
     async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
@@ -88,11 +88,11 @@ class HFEngine(TokenizerAccessors):
             torch.set_num_threads(self._torch_threads)
         return fn(*args, **kwargs)
 
-    async def _run_continue(self, requests: list[ContinueRequest]) -> list[Continuation]:
+    async def _run_continue(self, requests: list[SegmentRequest]) -> list[Continuation]:
         async with self._lock:
             generated = await asyncio.to_thread(
                 self._in_thread,
-                hf_decoding.generate,
+                hf_loop.generate,
                 self._model,
                 requests,
                 pieces=self._tokens.pieces,
@@ -116,7 +116,7 @@ class HFEngine(TokenizerAccessors):
         async with self._lock:
             scored = await asyncio.to_thread(
                 self._in_thread,
-                hf_decoding.score,
+                hf_loop.score,
                 self._model,
                 requests,
                 pad_id=self._pad_id,

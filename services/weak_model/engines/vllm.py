@@ -1,8 +1,8 @@
 """The vLLM engine: the same frozen weights behind vLLM's ``AsyncLLM`` (v1 engine, continuous batching).
 
 Results match the transformers engine: continuations are cut by
-:func:`~services.weak_model.engines.vllm_segments.generate_segment` exactly where
-:class:`~services.weak_model.boundaries.BoundaryScanner` cuts them in the transformers loop.
+:func:`~services.decoding.vllm_segments.generate_segment` exactly where
+:class:`~services.decoding.boundaries.BoundaryScanner` cuts them in the transformers loop.
 
 - Log-probs come from vLLM with ``logprobs_mode="raw_logprobs"``: the sampled token's log-prob under the model's
   unmodified distribution (no temperature, no top-p), as the transformers engine reports them.
@@ -33,15 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import NotReady, Overloaded
+from services.decoding.requests import SegmentRequest
+from services.decoding.tokens import TokenizerAccessors, TokenTable
+from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
+from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
 from services.weak_model.engine import (
     Continuation,
-    ContinueRequest,
     LogProbsRequest,
     TextLogProbs,
     WeightsInfo,
 )
-from services.weak_model.engines.tokens import TokenizerAccessors, TokenTable
-from services.weak_model.engines.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
 
 log = logging.getLogger(__name__)
 
@@ -67,101 +68,10 @@ def engine_args(
         max_num_seqs=max_num_seqs,
         enable_prefix_caching=True,
         enforce_eager=cpu,
-        worker_extension_cls=f"{__name__}.{PaddedHeadsWorkerExtension.__name__}" if cpu else "",
+        worker_extension_cls=PaddedHeadsWorkerExtension.qualified_name() if cpu else "",
         logprobs_mode="raw_logprobs",
         disable_log_stats=True,
     )
-
-
-# -- heads narrower than the CPU attention kernels support --------------------------------------------------------
-#
-# vLLM's CPU attention supports head sizes 32, 64, 80, ... only; the bundled toy models have 16-wide heads (64 wide,
-# 4 heads) and fail at the first forward pass ("Unsupported CPU attention configuration: head_dim=16"). The fix is
-# exact: zero-pad each head's query, key and value to the next supported size, keep the softmax scale
-# 1/sqrt(real head size) (zeros add nothing to q.k), and drop the padded value columns after attention. Only the
-# attention kernel sees the wider heads; weights, shapes and results are the model's own. It is applied to GPT-2 in
-# vLLM's worker processes, which import this module as their worker extension (``worker_extension_cls``) when the
-# environment variable below is set.
-
-PAD_HEADS_ENV = "LEGIBILITY_VLLM_PAD_HEADS"
-
-
-class PaddedHeadsWorkerExtension:
-    """Worker extension whose only job is importing this module in vLLM's worker processes (see above)."""
-
-
-def _supported_head_size(head_dim: int) -> int:
-    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-    sizes = sorted(CPUAttentionBackend.get_supported_head_sizes())
-    if head_dim in sizes:
-        return head_dim
-    wider = [size for size in sizes if size > head_dim]
-    if not wider:
-        raise ValueError(f"no CPU attention kernel for head size {head_dim}")
-    return wider[0]
-
-
-def pad_gpt2_heads() -> None:
-    """Make vLLM's GPT-2 attention run heads of unsupported sizes zero-padded to a supported size (exact)."""
-    import torch
-    from torch import nn
-    from torch.nn import functional
-    from vllm.model_executor.layers.attention import Attention
-    from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
-    from vllm.model_executor.models import gpt2
-
-    if getattr(gpt2.GPT2Attention, "legibility_padded", False):
-        return
-
-    class PaddedHeadsGPT2Attention(nn.Module):
-        legibility_padded = True
-
-        def __init__(self, config: Any, cache_config: Any = None, quant_config: Any = None, prefix: str = "") -> None:
-            super().__init__()
-            world = gpt2.get_tensor_model_parallel_world_size()
-            self.hidden_size = config.hidden_size
-            total_heads = config.num_attention_heads
-            self.num_heads = total_heads // world
-            self.head_dim = self.hidden_size // total_heads
-            self.padded_dim = _supported_head_size(self.head_dim)
-            self.c_attn = QKVParallelLinear(
-                self.hidden_size, self.head_dim, total_heads, bias=True, quant_config=quant_config,
-                prefix=f"{prefix}.c_attn",
-            )  # fmt: skip
-            self.c_proj = RowParallelLinear(
-                self.hidden_size, self.hidden_size, bias=True, quant_config=quant_config, prefix=f"{prefix}.c_proj"
-            )
-            self.attn = Attention(
-                self.num_heads,
-                self.padded_dim,
-                scale=self.head_dim**-0.5,
-                cache_config=cache_config,
-                quant_config=quant_config,
-                prefix=f"{prefix}.attn",
-            )
-
-        def _pad(self, x: torch.Tensor) -> torch.Tensor:
-            if self.padded_dim == self.head_dim:
-                return x
-            heads = x.reshape(x.shape[0], self.num_heads, self.head_dim)
-            return functional.pad(heads, (0, self.padded_dim - self.head_dim)).reshape(x.shape[0], -1)
-
-        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            qkv, _ = self.c_attn(hidden_states)
-            q, k, v = qkv.chunk(chunks=3, dim=-1)
-            out = self.attn(self._pad(q), self._pad(k), self._pad(v))
-            if self.padded_dim != self.head_dim:
-                out = out.reshape(out.shape[0], self.num_heads, self.padded_dim)[..., : self.head_dim]
-                out = out.reshape(out.shape[0], -1)
-            out, _ = self.c_proj(out)
-            return out
-
-    gpt2.GPT2Attention = PaddedHeadsGPT2Attention  # type: ignore[misc]
-
-
-if os.environ.get(PAD_HEADS_ENV) == "1":  # a vLLM worker process of this engine (see above)
-    pad_gpt2_heads()
 
 
 def start_async_llm(args: Any) -> Any:
@@ -274,7 +184,7 @@ class VLLMEngine(TokenizerAccessors):
             self._tasks.difference_update(tasks)
             self._inflight -= len(items)
 
-    async def continue_batch(self, requests: Sequence[ContinueRequest]) -> list[Continuation]:
+    async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:
         return await self._admitted("continue", requests, self._continue_one)
 
     async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
@@ -300,7 +210,7 @@ class VLLMEngine(TokenizerAccessors):
             raise RuntimeError(f"vLLM returned nothing for {request_id}")
         return final
 
-    async def _continue_one(self, request: ContinueRequest) -> Continuation:
+    async def _continue_one(self, request: SegmentRequest) -> Continuation:
         budget = min(request.rule.tokens_needed, self.context_window - len(request.prefix_ids))
         if budget < 1:  # validation refuses these; an engine caller might not
             raise ValueError(f"a prefix leaves no room to generate in the {self.context_window}-token context window")

@@ -25,6 +25,7 @@ from vllm import SamplingParams
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
+from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
 from services.learner.integrations import openrlhf_agent, openrlhf_reward
 from services.learner.integrations.tandem_agent import rollout_seed
 from services.learner.policy import TransformersPolicy
@@ -33,7 +34,6 @@ from services.learner.schedule import Author
 from services.learner.weak_client import WeakModelClient
 from services.tasks import toy
 from services.tasks.answers import is_correct
-from services.weak_model.engines.vllm import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
 from tests.integration.integrations.conftest import MODELS, PROBLEMS, Services
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.artifacts import MANIFEST_NAME, ArtifactStore
+from services.common.bundled_models import BUNDLED_VERIFIER
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, verifier_pb2_grpc, weak_model_pb2_grpc
 from services.common.publish import publish_checkpoint
@@ -24,7 +25,7 @@ from services.learner.settings import LearnerSettings
 from services.learner.verifier_client import VerifierClient
 from services.learner.weak_client import WeakModelClient
 from services.verifier.app import start_verifier
-from services.verifier.settings import BUNDLED_VERIFIER, VerifierSettings
+from services.verifier.settings import VerifierSettings
 from services.weak_model.app import start_weak_model
 from services.weak_model.settings import WeakModelSettings
 

@@ -48,7 +48,7 @@ async def cont(weak, *items: weak_model_pb2.ContinueItem) -> list[weak_model_pb2
 
 
 def expected_cut(stream: str, ended_by_eos: bool, boundary: int) -> tuple[str, int]:
-    """The rules restated on characters, independently of services.weak_model.boundaries."""
+    """The rules restated on characters, independently of services.decoding.boundaries."""
     for i in range(1, len(stream) + 1):
         if boundary == B.BOUNDARY_STEP and stream[i - 1] == "\n":
             return stream[:i], BOUNDARY

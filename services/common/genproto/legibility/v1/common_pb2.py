@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alegibility/v1/common.proto\x12\rlegibility.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12-\n\tloaded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03uri\x18\x05 \x01(\t\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"T\n\x0cTextOrTokens\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x17.legibility.v1.TokenIdsH\x00\x42\x06\n\x04kindb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alegibility/v1/common.proto\x12\rlegibility.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12-\n\tloaded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03uri\x18\x05 \x01(\t\x12\x18\n\x10tokenizer_sha256\x18\x06 \x01(\t\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"T\n\x0cTextOrTokens\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x17.legibility.v1.TokenIdsH\x00\x42\x06\n\x04kindb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'legibility.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELINFO']._serialized_start=78
-  _globals['_MODELINFO']._serialized_end=196
-  _globals['_TOKENIDS']._serialized_start=198
-  _globals['_TOKENIDS']._serialized_end=221
-  _globals['_TEXTORTOKENS']._serialized_start=223
-  _globals['_TEXTORTOKENS']._serialized_end=307
+  _globals['_MODELINFO']._serialized_start=79
+  _globals['_MODELINFO']._serialized_end=223
+  _globals['_TOKENIDS']._serialized_start=225
+  _globals['_TOKENIDS']._serialized_end=248
+  _globals['_TEXTORTOKENS']._serialized_start=250
+  _globals['_TEXTORTOKENS']._serialized_end=334
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,12 @@ class VerifierLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERIFIER_LOSS_BRADLEY_TERRY: _ClassVar[VerifierLoss]
     VERIFIER_LOSS_CROSS_ENTROPY: _ClassVar[VerifierLoss]
 
+class ChatTemplate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHAT_TEMPLATE_UNSPECIFIED: _ClassVar[ChatTemplate]
+    CHAT_TEMPLATE_AUTO: _ClassVar[ChatTemplate]
+    CHAT_TEMPLATE_NONE: _ClassVar[ChatTemplate]
+
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RUN_STATE_UNSPECIFIED: _ClassVar[RunState]
@@ -76,6 +82,9 @@ GAME_REWARD_GOODHART: GameReward
 VERIFIER_LOSS_UNSPECIFIED: VerifierLoss
 VERIFIER_LOSS_BRADLEY_TERRY: VerifierLoss
 VERIFIER_LOSS_CROSS_ENTROPY: VerifierLoss
+CHAT_TEMPLATE_UNSPECIFIED: ChatTemplate
+CHAT_TEMPLATE_AUTO: ChatTemplate
+CHAT_TEMPLATE_NONE: ChatTemplate
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_PENDING: RunState
 RUN_STATE_RUNNING: RunState
@@ -145,8 +154,18 @@ class EvaluationConfig(_message.Message):
     num_problems: int
     def __init__(self, every_steps: _Optional[int] = ..., num_problems: _Optional[int] = ...) -> None: ...
 
+class TaskConfig(_message.Message):
+    __slots__ = ("name", "data", "chat_template")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: str
+    chat_template: ChatTemplate
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[str] = ..., chat_template: _Optional[_Union[ChatTemplate, str]] = ...) -> None: ...
+
 class RunConfig(_message.Message):
-    __slots__ = ("name", "mode", "steps", "seed", "policy_model", "handoff", "optimizer", "game", "evaluation", "format_bonus")
+    __slots__ = ("name", "mode", "steps", "seed", "policy_model", "handoff", "optimizer", "game", "evaluation", "format_bonus", "task")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +176,7 @@ class RunConfig(_message.Message):
     GAME_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     FORMAT_BONUS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     name: str
     mode: RunMode
     steps: int
@@ -167,7 +187,8 @@ class RunConfig(_message.Message):
     game: GameConfig
     evaluation: EvaluationConfig
     format_bonus: float
-    def __init__(self, name: _Optional[str] = ..., mode: _Optional[_Union[RunMode, str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., policy_model: _Optional[str] = ..., handoff: _Optional[_Union[HandoffSchedule, _Mapping]] = ..., optimizer: _Optional[_Union[PolicyOptimizer, _Mapping]] = ..., game: _Optional[_Union[GameConfig, _Mapping]] = ..., evaluation: _Optional[_Union[EvaluationConfig, _Mapping]] = ..., format_bonus: _Optional[float] = ...) -> None: ...
+    task: TaskConfig
+    def __init__(self, name: _Optional[str] = ..., mode: _Optional[_Union[RunMode, str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., policy_model: _Optional[str] = ..., handoff: _Optional[_Union[HandoffSchedule, _Mapping]] = ..., optimizer: _Optional[_Union[PolicyOptimizer, _Mapping]] = ..., game: _Optional[_Union[GameConfig, _Mapping]] = ..., evaluation: _Optional[_Union[EvaluationConfig, _Mapping]] = ..., format_bonus: _Optional[float] = ..., task: _Optional[_Union[TaskConfig, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "config", "state", "created_at", "started_at", "finished_at", "step", "round", "metrics", "error", "report_uri")

@@ -16,10 +16,10 @@ from services.common.genproto.legibility.v1 import verifier_pb2
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry
 from services.common.samples import LabelledSample, put_samples, write_jsonl
+from services.jobs.verifier_training.job import train_verifier_job
+from services.jobs.verifier_training.mixture import is_held_out
+from services.jobs.verifier_training.settings import TrainVerifierSettings
 from services.tasks.toy_models.verifier_training import score
-from services.verifier.training.job import train_verifier_job
-from services.verifier.training.mixture import is_held_out
-from services.verifier.training.settings import TrainVerifierSettings
 from tests.integration.verifier.conftest import VerifierFactory
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,7 @@ def test_cross_entropy_loss_trains_too(toy_samples: list[LabelledSample], tmp_pa
 def test_command_line_runs_and_refuses_bad_flags(toy_samples: list[LabelledSample], tmp_path: Path) -> None:
     data = tmp_path / "samples.jsonl"
     write_jsonl(data, toy_samples)
-    command = [sys.executable, "-m", "services.verifier.training", "--samples", str(data), "--no-publish"]
+    command = [sys.executable, "-m", "services.jobs.verifier_training", "--samples", str(data), "--no-publish"]
     bad = subprocess.run([*command, "--solutions-per-problem", "3"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "solutions_per_problem" in bad.stderr and "even" in bad.stderr
     missing = subprocess.run(

@@ -1,4 +1,4 @@
-"""One continuation from a vLLM engine, cut exactly where :mod:`services.weak_model.boundaries` cuts.
+"""One continuation from a vLLM engine, cut exactly where :mod:`services.decoding.boundaries` cuts.
 
 Shared by the weak-model service's vLLM engine and the OpenRLHF adapter (whose policy segments come from
 OpenRLHF's own ``llm_engine``), so a segment ends at the same token whichever vLLM engine wrote it.
@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.weak_model.boundaries import SENTENCE_END, Boundary, Ending, StopRule, find_end, first_end
-from services.weak_model.engine import GREEDY_BELOW
+from services.decoding.boundaries import SENTENCE_END, Boundary, Ending, StopRule, find_end, first_end
+from services.decoding.requests import GREEDY_BELOW
 
 GenerateFn = Callable[[list[int], Any], Awaitable[Any]]
 """(prompt token ids, ``vllm.SamplingParams``) -> the final ``vllm.RequestOutput``."""

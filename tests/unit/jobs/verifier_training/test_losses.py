@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from services.verifier.training.losses import bradley_terry_loss, cross_entropy_loss
+from services.jobs.verifier_training.losses import bradley_terry_loss, cross_entropy_loss
 
 
 def _log_sigmoid(x: float) -> float:

@@ -18,3 +18,7 @@ def toy_samples() -> list[LabelledSample]:
     """300 training problems x 2 solutions from each model: about half correct, mixed labels per problem."""
     problems = toy.generate("train", 300, seed=3)
     return sample_from_models({"weak": MODELS / "weak", "strong": MODELS / "strong"}, problems, 2, seed=3)
+
+
+# The job's test serves what it published with the verifier service's own fixture.
+from tests.integration.verifier.conftest import start_server  # noqa: E402, F401

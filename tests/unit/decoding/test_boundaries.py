@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.weak_model.boundaries import (
+from services.decoding.boundaries import (
     Boundary,
     BoundaryScanner,
     Ending,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from services.weak_model.boundaries import BoundaryScanner, Ending
-from services.weak_model.engine import GREEDY_BELOW, ContinueRequest, LogProbsRequest
+from services.decoding.boundaries import BoundaryScanner, Ending
+from services.decoding.requests import GREEDY_BELOW, LogProbsRequest, SegmentRequest
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Generated:
 
 @dataclass
 class _Row:
-    request: ContinueRequest
+    request: SegmentRequest
     scanner: BoundaryScanner
     generator: torch.Generator | None
     budget: int  # tokens this row may generate: the rule's need, capped by the context window
@@ -59,7 +59,7 @@ def _new_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def _choose(logits: torch.Tensor, request: ContinueRequest, generator: torch.Generator | None) -> int:
+def _choose(logits: torch.Tensor, request: SegmentRequest, generator: torch.Generator | None) -> int:
     """Greedy at temperature ~0, else a sample from the temperature-scaled, nucleus-filtered distribution."""
     if request.temperature < GREEDY_BELOW:
         return int(torch.argmax(logits))
@@ -75,7 +75,7 @@ def _choose(logits: torch.Tensor, request: ContinueRequest, generator: torch.Gen
 @torch.inference_mode()
 def generate(
     model: PreTrainedModel,
-    requests: Sequence[ContinueRequest],
+    requests: Sequence[SegmentRequest],
     *,
     pieces: Sequence[str],
     eos_ids: frozenset[int],

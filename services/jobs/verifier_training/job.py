@@ -28,13 +28,13 @@ from services.common.artifacts import ArtifactStore
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry
 from services.common.samples import LabelledSample, load_samples
+from services.jobs.verifier_training.evaluation import held_out_metrics
+from services.jobs.verifier_training.losses import bradley_terry_loss, cross_entropy_loss
+from services.jobs.verifier_training.mixture import RoundMixture, build_mixture
+from services.jobs.verifier_training.settings import TrainVerifierSettings
 from services.tasks.toy import format_verifier_input
 from services.tasks.toy_models.training import Schedule, train_steps
 from services.tasks.toy_models.verifier_training import encode_for_scoring, score
-from services.verifier.training.evaluation import held_out_metrics
-from services.verifier.training.losses import bradley_terry_loss, cross_entropy_loss
-from services.verifier.training.mixture import RoundMixture, build_mixture
-from services.verifier.training.settings import TrainVerifierSettings
 
 log = logging.getLogger(__name__)
 

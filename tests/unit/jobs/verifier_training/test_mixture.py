@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from services.common.samples import LabelledSample
-from services.verifier.training.mixture import build_mixture, is_held_out
+from services.jobs.verifier_training.mixture import build_mixture, is_held_out
 
 
 def _samples(round_: int, problems: int, correct_per_problem: int, incorrect_per_problem: int) -> list[LabelledSample]:

@@ -1,4 +1,4 @@
-"""``legibility train-verifier`` / ``python -m services.verifier.training``: flags and env → job → report."""
+"""``legibility train-verifier`` / ``python -m services.jobs.verifier_training``: flags and env → job → report."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from rich.table import Table
 
 from services.common.errors import DomainError
 from services.common.logs import configure_logging
-from services.verifier.training.job import train_verifier_job
-from services.verifier.training.settings import TrainVerifierSettings
+from services.jobs.verifier_training.job import train_verifier_job
+from services.jobs.verifier_training.settings import TrainVerifierSettings
 
-log = logging.getLogger("services.verifier.training")
+log = logging.getLogger("services.jobs.verifier_training")
 
 
-def main(args: list[str] | None = None, prog: str = "python -m services.verifier.training") -> None:
+def main(args: list[str] | None = None, prog: str = "python -m services.jobs.verifier_training") -> None:
     """Parse flags (``--help`` lists every setting), train, print the held-out metrics; exit 1 on refused input."""
     try:
         settings = TrainVerifierSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.samples import LabelledSample
-from services.verifier.training.evaluation import held_out_metrics
+from services.jobs.verifier_training.evaluation import held_out_metrics
 
 
 def _sample(correct: bool, round_: int = 0) -> LabelledSample:

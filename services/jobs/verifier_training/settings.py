@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from services.common.bundled_models import BUNDLED_WEAK
 from services.common.settings import LoggingSettings, StoreSettings
-from services.weak_model.settings import BUNDLED_WEAK_MODEL
 
 
 class TrainVerifierSettings(StoreSettings, LoggingSettings):
@@ -16,7 +16,7 @@ class TrainVerifierSettings(StoreSettings, LoggingSettings):
 
     samples: list[str] = Field(min_length=1)
     """Sample sets: artifact:// uris of stored rounds or local .jsonl files (repeat the flag, or a JSON list)."""
-    init_model_path: Path = BUNDLED_WEAK_MODEL
+    init_model_path: Path = BUNDLED_WEAK
     """Initialisation: a causal LM whose body the verifier starts from (a fresh score head every round)."""
     loss: Literal["bradley-terry", "cross-entropy"] = "bradley-terry"
     """Bradley–Terry over same-problem pairs plus centring_lambda·V², or cross-entropy on correctness."""
