@@ -54,15 +54,50 @@ def demo(
         bool, typer.Option(help="A minutes-long run (tiny steps and rounds): checks the whole path.")
     ] = False,
     redis_url: RedisUrl = None,
+    task: Annotated[str, typer.Option(help="Task: toy (bundled), gsm8k or math.")] = "toy",
+    data: Annotated[
+        Path | None, typer.Option(help="The task's jsonl file, or a folder of train.jsonl/test.jsonl.", exists=True)
+    ] = None,
+    chat_template: Annotated[
+        str, typer.Option(help="auto: prompts use the tokenizer's chat template when it has one; none: never.")
+    ] = "auto",
+    policy: Annotated[
+        Path | None, typer.Option(help="Causal LM to train [default: bundled strong].", exists=True)
+    ] = None,
+    weak: Annotated[
+        Path | None, typer.Option(help="Causal LM of the weak model [default: bundled weak].", exists=True)
+    ] = None,
+    verifier: Annotated[
+        Path | None, typer.Option(help="Sequence-classification verifier [default: bundled].", exists=True)
+    ] = None,
 ) -> None:
-    """Run the end-to-end demo: Redis, the three services on loopback, a tandem phase and two game rounds; a report."""
+    """Run the end-to-end demo: Redis, the three services on loopback, a tandem phase and two game rounds; a report.
+
+    With --task/--data and --policy/--weak/--verifier it runs on your own data and checkpoints instead of the toy world.
+    """
     from services.common.logs import configure_logging
-    from services.demo import run_demo
+    from services.demo import DemoModels, run_demo
+    from services.tasks.catalog import load_task
 
     settings = LoggingSettings()
     configure_logging(settings.log_level, settings.log_format, "demo")
+    if chat_template not in ("auto", "none"):
+        raise typer.BadParameter("must be auto or none", param_hint="--chat-template")
     try:
-        asyncio.run(run_demo(out, quick, redis_url))
+        load_task(task, data)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--task/--data") from error
+    defaults = DemoModels()
+    models = DemoModels(
+        task=task,
+        data=data,
+        chat_template="none" if chat_template == "none" else "auto",
+        policy=policy or defaults.policy,
+        weak=weak or defaults.weak,
+        verifier=verifier or defaults.verifier,
+    )
+    try:
+        asyncio.run(run_demo(out, quick, redis_url, models))
     except RuntimeError as error:
         console.print(f"[red]demo failed:[/red] {error}")
         raise typer.Exit(1) from error

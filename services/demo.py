@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.common.artifacts import ArtifactStore
-from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER
+from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER, BUNDLED_WEAK
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
 from services.common.processes import ServiceProcess, free_port
@@ -31,6 +31,7 @@ from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
 from services.learner.report import write_report
 from services.learner.run_config import resolve
+from services.tasks.prompts import ChatTemplateMode
 
 console = Console()
 LEARNER_SERVICE = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
@@ -38,13 +39,32 @@ _SHOWN = ("solo_accuracy", "handoff_accuracy", "jargon_rate", "legibility_ce", "
 
 
 @dataclass(frozen=True)
+class DemoModels:
+    """What the demo runs on: the bundled toy world by default, or your own task data and checkpoints."""
+
+    task: str = "toy"
+    data: Path | None = None
+    chat_template: ChatTemplateMode = "auto"
+    policy: Path = BUNDLED_STRONG
+    """Causal LM the learner trains (it must share the weak model's tokenizer)."""
+    weak: Path = BUNDLED_WEAK
+    """Causal LM the weak-model service serves; also the body each round's retrained verifier starts from."""
+    verifier: Path = BUNDLED_VERIFIER
+    """Sequence-classification checkpoint published as the verifier's version 1."""
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     config: learner_pb2.RunConfig
     verifier_train_steps: int
     round_sample_problems: int
+    models: DemoModels = DemoModels()
 
 
-def demo_plan(quick: bool) -> DemoPlan:
+_CHAT = {"auto": learner_pb2.CHAT_TEMPLATE_AUTO, "none": learner_pb2.CHAT_TEMPLATE_NONE}
+
+
+def demo_plan(quick: bool, models: DemoModels | None = None) -> DemoPlan:
     """The run the demo asks for: full (≈6 min on 2 cores) or quick (about a minute, for tests)."""
     config = learner_pb2.RunConfig(
         name="demo" + (" (quick)" if quick else ""),
@@ -58,19 +78,37 @@ def demo_plan(quick: bool) -> DemoPlan:
         game=learner_pb2.GameConfig(reward=learner_pb2.GAME_REWARD_SRC, rounds=2, steps_per_round=2 if quick else 10),
         evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
     )
-    return DemoPlan(config, verifier_train_steps=40 if quick else 300, round_sample_problems=24 if quick else 128)
+    models = models or DemoModels()
+    config.task.CopyFrom(
+        learner_pb2.TaskConfig(
+            name=models.task,
+            data=str(models.data.resolve()) if models.data else "",
+            chat_template=_CHAT[models.chat_template],
+        )
+    )
+    return DemoPlan(
+        config, verifier_train_steps=40 if quick else 300, round_sample_problems=24 if quick else 128, models=models
+    )
 
 
 @asynccontextmanager
 async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator[dict[str, ServiceProcess]]:
-    logs, store = root / "logs", root / "artifacts"
+    logs, store, models = root / "logs", root / "artifacts", plan.models
     common = ["--metrics-port", "0", "--drain-delay-s", "0", "--log-format", "json"]
-    weak = ServiceProcess("weak-model", "services.weak_model", [*common, "--max-batch-size", "64"], logs, free_port())
+    task = ["--task", models.task, "--chat-template", models.chat_template]
+    task += ["--data", str(models.data.resolve())] if models.data else []
+    weak = ServiceProcess(
+        "weak-model",
+        "services.weak_model",
+        [*common, "--max-batch-size", "64", "--model-path", str(models.weak.resolve())],
+        logs,
+        free_port(),
+    )
     verifier = ServiceProcess(
         "verifier",
         "services.verifier",
         [*common, "--registry-version", "0", "--watch-registry", "--reconcile-interval-s", "1",
-         "--redis-url", redis_url, "--artifact-root", str(store), "--http-port", "0"],
+         "--redis-url", redis_url, "--artifact-root", str(store), "--http-port", "0", *task],
         logs,
         free_port(),
     )  # fmt: skip
@@ -80,7 +118,8 @@ async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator
         [*common, "--weak-model-target", weak.target, "--verifier-target", verifier.target,
          "--redis-url", redis_url, "--artifact-root", str(store), "--runs-dir", str(root / "runs"),
          "--verifier-train-steps", str(plan.verifier_train_steps),
-         "--round-sample-problems", str(plan.round_sample_problems)],
+         "--round-sample-problems", str(plan.round_sample_problems),
+         "--policy-model-path", str(models.policy.resolve()), "--verifier-init-path", str(models.weak.resolve())],
         logs,
         free_port(),
     )  # fmt: skip
@@ -124,12 +163,14 @@ async def _follow(stub: learner_pb2_grpc.LearnerServiceStub, run: learner_pb2.Ru
     return (await stub.GetRun(learner_pb2.GetRunRequest(run_id=run.run_id))).run
 
 
-async def run_demo(out: Path, quick: bool = False, redis_url: str | None = None) -> Path:
+async def run_demo(
+    out: Path, quick: bool = False, redis_url: str | None = None, models: DemoModels | None = None
+) -> Path:
     """Run the demo; returns the run's directory (holding report.md). Raises RuntimeError if the run fails."""
     started = time.perf_counter()
     root = (out / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
     root.mkdir(parents=True)
-    plan = demo_plan(quick)
+    plan = demo_plan(quick, models)
     redis = None
     if redis_url is None:
         redis = EmbeddedRedis(data_dir=root / "redis")
@@ -139,11 +180,11 @@ async def run_demo(out: Path, quick: bool = False, redis_url: str | None = None)
         client = connect(redis_url)
         try:
             record = await publish_checkpoint(
-                VersionRegistry(client), ArtifactStore(root / "artifacts"), "verifier", BUNDLED_VERIFIER
+                VersionRegistry(client), ArtifactStore(root / "artifacts"), "verifier", plan.models.verifier
             )
         finally:
             await client.aclose()
-        console.print(f"Redis at {redis_url}; bundled verifier published as version {record.version}")
+        console.print(f"Redis at {redis_url}; verifier {plan.models.verifier} published as version {record.version}")
         async with _services(root, redis_url, plan) as processes:
             where = {"redis_url": redis_url, "services": {n: p.target for n, p in processes.items()}}
             (root / "demo.json").write_text(json.dumps(where, indent=2) + "\n")
@@ -162,7 +203,7 @@ async def run_demo(out: Path, quick: bool = False, redis_url: str | None = None)
     if final.state != learner_pb2.RUN_STATE_SUCCEEDED:
         raise RuntimeError(f"run {final.run_id} ended {learner_pb2.RunState.Name(final.state)}: {final.error}")
     run_dir = root / "runs" / final.run_id
-    options = dataclasses.asdict(resolve(plan.config, BUNDLED_STRONG))
+    options = dataclasses.asdict(resolve(plan.config, plan.models.policy))
     report = write_report(run_dir, f"Demo run {final.run_id}", options, time.perf_counter() - started)
     for line in report.summary_lines():
         console.print(line)

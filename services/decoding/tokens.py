@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,3 +87,14 @@ class TokenizerAccessors:
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         return [self._tokens.pieces[i] for i in token_ids]
+
+
+def tokenizer_sha256(tokenizer: Any) -> str:
+    """sha256 of the vocabulary (every token and its id) and the special tokens: equal hashes, same token ids.
+
+    Two models can hand token ids to each other (tandem rollouts) only when these are equal.
+    """
+    vocab = sorted(((int(i), str(t)) for t, i in tokenizer.get_vocab().items()), key=lambda pair: pair[0])
+    specials = {str(k): str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}
+    canonical = json.dumps({"vocab": vocab, "special_tokens": specials}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

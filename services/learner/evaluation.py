@@ -14,9 +14,8 @@ from services.learner.schedule import HandoffSchedule
 from services.learner.segments import SegmentWriter
 from services.learner.verifier_client import VerifierClient
 from services.learner.weak_client import WeakModelClient
-from services.tasks import toy
-from services.tasks.answers import is_correct
-from services.tasks.jargon import is_jargon
+from services.tasks.base import Problem
+from services.tasks.prompts import PromptFormat
 
 SOLO = HandoffSchedule(p_primary=1.0, max_gap_tokens=1 << 30)
 """The policy writes everything: no forced redraw."""
@@ -27,12 +26,14 @@ HANDOFF = HandoffSchedule(strategy="alternating", max_gap_tokens=1 << 30)
 async def write_solutions(
     policy: TransformersPolicy,
     weak: SegmentWriter,
+    prompt_format: PromptFormat,
     prompts: Sequence[str],
     options: RolloutOptions,
     seed: int,
 ) -> tuple[list[Rollout], list[str]]:
-    """Rollouts for text prompts and their decoded solutions."""
-    rollouts = new_rollouts([policy.encode(p) for p in prompts], options, policy.context_window, seed)
+    """Rollouts for rendered text prompts and their decoded solutions."""
+    prompt_ids = [prompt_format.encode(p) for p in prompts]
+    rollouts = new_rollouts(prompt_ids, options, policy.context_window, seed)
     await run_tandem(rollouts, policy, weak, options)
     return rollouts, [policy.decode(r.response_ids) for r in rollouts]
 
@@ -40,33 +41,42 @@ async def write_solutions(
 async def evaluate_policy(
     policy: TransformersPolicy,
     weak: WeakModelClient,
-    problems: Sequence[toy.ToyProblem],
+    prompt_format: PromptFormat,
+    problems: Sequence[Problem],
     max_new_tokens: int,
     seed: int,
     verifier: VerifierClient | None = None,
 ) -> dict[str, float]:
     """The run's evaluation metrics on ``problems`` (held-out test problems)."""
-    prompts = [toy.format_prompt(p.question) for p in problems]
+    task = prompt_format.task
+    prompts = [prompt_format.render(p.question) for p in problems]
     greedy = RolloutOptions(SOLO, max_new_tokens, policy_temperature=0.0, weak_temperature=0.0)
-    _, solo = await write_solutions(policy, weak, prompts, greedy, seed)
+    _, solo = await write_solutions(policy, weak, prompt_format, prompts, greedy, seed)
     sampled_options = RolloutOptions(SOLO, max_new_tokens, policy_temperature=1.0)
-    _, sampled = await write_solutions(policy, weak, prompts, sampled_options, seed + 1)
+    _, sampled = await write_solutions(policy, weak, prompt_format, prompts, sampled_options, seed + 1)
     handoff_options = RolloutOptions(HANDOFF, max_new_tokens, policy_temperature=0.0, weak_temperature=0.0)
-    _, handoff = await write_solutions(policy, weak, prompts, handoff_options, seed + 2)
+    _, handoff = await write_solutions(policy, weak, prompt_format, prompts, handoff_options, seed + 2)
     written = [(p, s) for p, s in zip(prompts, sampled, strict=True) if s]
     weak_log_probs = await weak.mean_log_probs([p for p, _ in written], [s for _, s in written])
+
+    def accuracy(solutions: Sequence[str]) -> float:
+        return fmean(task.is_correct(s, p.answer) for s, p in zip(solutions, problems, strict=True))
+
     metrics = {
-        "solo_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(solo, problems, strict=True)),
-        "sampled_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(sampled, problems, strict=True)),
-        "handoff_accuracy": fmean(is_correct(s, p.answer) for s, p in zip(handoff, problems, strict=True)),
-        # Jargon in the policy's own (greedy) solutions, the ones solo accuracy grades; and at temperature 1.
-        "jargon_rate": fmean(is_jargon(s) for s in solo),
-        "sampled_jargon_rate": fmean(is_jargon(s) for s in sampled),
+        "solo_accuracy": accuracy(solo),
+        "sampled_accuracy": accuracy(sampled),
+        "handoff_accuracy": accuracy(handoff),
         "legibility_ce": -fmean(weak_log_probs) if weak_log_probs else float("nan"),
         "mean_solution_chars": fmean(len(s) for s in sampled),
     }
+    # Jargon in the policy's own (greedy) solutions, the ones solo accuracy grades; and at temperature 1. A task
+    # without a style marker (math) reports neither.
+    solo_jargon, sampled_jargon = [task.is_jargon(s) for s in solo], [task.is_jargon(s) for s in sampled]
+    if None not in solo_jargon and None not in sampled_jargon:
+        metrics["jargon_rate"] = fmean(bool(j) for j in solo_jargon)
+        metrics["sampled_jargon_rate"] = fmean(bool(j) for j in sampled_jargon)
     if verifier is not None:
-        metrics |= await _game_metrics(policy, weak, verifier, problems, max_new_tokens, seed + 3)
+        metrics |= await _game_metrics(policy, weak, verifier, prompt_format, problems, max_new_tokens, seed + 3)
     return metrics
 
 
@@ -74,7 +84,8 @@ async def _game_metrics(
     policy: TransformersPolicy,
     weak: SegmentWriter,
     verifier: VerifierClient,
-    problems: Sequence[toy.ToyProblem],
+    prompt_format: PromptFormat,
+    problems: Sequence[Problem],
     max_new_tokens: int,
     seed: int,
     per_role: int = 2,
@@ -83,12 +94,12 @@ async def _game_metrics(
     roles = [role for _ in range(per_role) for role in ("helpful", "sneaky")]
     targets = [(p, role) for p in problems for role in roles]
     options = RolloutOptions(SOLO, max_new_tokens, policy_temperature=1.0)
-    _, texts = await write_solutions(
-        policy, weak, [toy.format_prompt(p.question, r) for p, r in targets], options, seed
-    )
+    prompts = [prompt_format.render(p.question, r) for p, r in targets]
+    _, texts = await write_solutions(policy, weak, prompt_format, prompts, options, seed)
+    task = prompt_format.task
     scores, version = await verifier.score([(p.question, t) for (p, _), t in zip(targets, texts, strict=True)])
     samples = [
-        ScoredSample(problem_id=p.question, role=role, correct=is_correct(t, p.answer), score=v)
+        ScoredSample(problem_id=p.question, role=role, correct=task.is_correct(t, p.answer), score=v)
         for (p, role), t, v in zip(targets, texts, scores, strict=True)
     ]
     metrics = legibility_metrics(samples, best_of_n=2 * per_role, seed=random.Random(seed).randrange(1 << 30))

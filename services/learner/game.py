@@ -18,8 +18,8 @@ from services.learner.policy_step import Attempt, CreditFn, RewardFn
 from services.learner.rollout import RolloutOptions
 from services.learner.segments import SegmentWriter
 from services.learner.verifier_client import VerifierClient
-from services.tasks import toy
-from services.tasks.answers import is_correct
+from services.tasks.base import Problem
+from services.tasks.prompts import PromptFormat
 
 
 def game_reward(verifier: VerifierClient, kind: GameRewardKind, min_version: int) -> RewardFn:
@@ -71,7 +71,8 @@ def sneaky_caught_up(metrics: dict[str, float]) -> bool:
 async def collect_round_samples(
     policy: TransformersPolicy,
     weak: SegmentWriter,
-    problems: Sequence[toy.ToyProblem],
+    prompt_format: PromptFormat,
+    problems: Sequence[Problem],
     options: RolloutOptions,
     round_: int,
     seed: int,
@@ -79,13 +80,13 @@ async def collect_round_samples(
 ) -> list[LabelledSample]:
     """``per_role`` helpful and sneaky solutions per verifier-half problem from the current prover, labelled."""
     targets = [(p, role) for p in problems for _ in range(per_role) for role in ("helpful", "sneaky")]
-    prompts = [toy.format_prompt(p.question, role) for p, role in targets]
-    _, texts = await write_solutions(policy, weak, prompts, options, seed)
+    prompts = [prompt_format.render(p.question, role) for p, role in targets]
+    _, texts = await write_solutions(policy, weak, prompt_format, prompts, options, seed)
     return [
         LabelledSample(
             problem=p.question,
             solution=t,
-            correct=is_correct(t, p.answer),
+            correct=prompt_format.task.is_correct(t, p.answer),
             role=role,
             round=round_,
             source=f"prover@round{round_}",

@@ -16,23 +16,31 @@ from services.learner.policy_loss import group_advantages
 from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
 from services.learner.segments import SegmentWriter
 from services.learner.trainer import PolicyTrainer, TrainItem
-from services.tasks import toy
-from services.tasks.answers import has_final_answer, is_correct
-from services.tasks.jargon import is_jargon
+from services.tasks.base import Problem, Role, Task
+from services.tasks.prompts import PromptFormat
 
 
 @dataclass(frozen=True)
 class Attempt:
     """One rollout of the step, decoded and labelled."""
 
-    problem: toy.ToyProblem
-    role: toy.Role | None
+    problem: Problem
+    role: Role | None
     rollout: Rollout
     solution: str
+    correct: bool
+    """The task's checker says the solution's final answer equals the problem's."""
+    answered: bool
+    """The solution states a final answer (right or wrong)."""
+    jargon: bool | None
+    """The task's style marker (None when the task has none)."""
 
-    @property
-    def correct(self) -> bool:
-        return is_correct(self.solution, self.problem.answer)
+
+def attempt(task: Task, problem: Problem, role: Role | None, rollout: Rollout, solution: str) -> Attempt:
+    """One rollout labelled by the task's checker."""
+    answer = task.extract_answer(solution)
+    correct = answer is not None and task.is_correct(solution, problem.answer)
+    return Attempt(problem, role, rollout, solution, correct, answer is not None, task.is_jargon(solution))
 
 
 RewardFn = Callable[[Sequence[Attempt]], Awaitable[tuple[list[float], dict[str, float]]]]
@@ -45,7 +53,7 @@ def correctness_reward(format_bonus: float) -> RewardFn:
     """Tandem reward: 1 for a correct joint solution, ``format_bonus`` for a ``####`` answer that is wrong, else 0."""
 
     async def reward(attempts: Sequence[Attempt]) -> tuple[list[float], dict[str, float]]:
-        values = [1.0 if a.correct else format_bonus if has_final_answer(a.solution) else 0.0 for a in attempts]
+        values = [1.0 if a.correct else format_bonus if a.answered else 0.0 for a in attempts]
         return values, {}
 
     return reward
@@ -54,7 +62,8 @@ def correctness_reward(format_bonus: float) -> RewardFn:
 async def policy_step(
     trainer: PolicyTrainer,
     weak: SegmentWriter,
-    problems: Sequence[toy.ToyProblem],
+    prompts: PromptFormat,
+    problems: Sequence[Problem],
     options: RolloutOptions,
     reward_fn: RewardFn,
     seed: int,
@@ -66,11 +75,12 @@ async def policy_step(
     group = trainer.options.group_size
     rng = random.Random(seed)
     targets = [(p, rng.choice(("helpful", "sneaky")) if with_roles else None) for p in problems for _ in range(group)]
-    prompts = [policy.encode(toy.format_prompt(p.question, role)) for p, role in targets]
-    rollouts = new_rollouts(prompts, options, policy.context_window, seed)
+    prompt_ids = [prompts.encode(prompts.render(p.question, role)) for p, role in targets]
+    rollouts = new_rollouts(prompt_ids, options, policy.context_window, seed)
     await run_tandem(rollouts, policy, weak, options)
+    task = prompts.task
     attempts = [
-        Attempt(p, role, r, policy.decode(r.response_ids)) for (p, role), r in zip(targets, rollouts, strict=True)
+        attempt(task, p, role, r, policy.decode(r.response_ids)) for (p, role), r in zip(targets, rollouts, strict=True)
     ]
     rewards, extra = await reward_fn(attempts)
     advantages: list[float] | list[list[float]]
@@ -92,11 +102,12 @@ async def policy_step(
     metrics = {
         "reward": fmean(rewards),
         "accuracy": fmean(a.correct for a in attempts),
-        "jargon_rate": fmean(is_jargon(a.solution) for a in attempts),
         "senior_token_frac": fmean(a.rollout.authorship.senior_token_frac for a in attempts),
         "handoffs": fmean(a.rollout.authorship.num_handoffs for a in attempts),
         "response_tokens": fmean(len(a.rollout.authorship) for a in attempts),
         **stats,
         **extra,
     }
+    if all(a.jargon is not None for a in attempts):
+        metrics["jargon_rate"] = fmean(bool(a.jargon) for a in attempts)
     return metrics, attempts

@@ -20,6 +20,8 @@ from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
 from services.common.samples import samples_uri
+from services.decoding.tokens import tokenizer_sha256
+from services.jobs.verifier_training.mixture import NoTrainablePairs
 from services.jobs.verifier_training.settings import TrainVerifierSettings
 from services.learner.evaluation import SOLO, evaluate_policy
 from services.learner.events import EVENTS_FILE, EventKind, RunEvent, append_event
@@ -39,12 +41,13 @@ from services.learner.run_state import RunState, checkpoint_dir, load_optimizer,
 from services.learner.settings import LearnerSettings
 from services.learner.trainer import PolicyTrainer
 from services.learner.verifier_client import VerifierClient
+from services.learner.vocabulary import check_same_vocabulary
 from services.learner.weak_client import WeakModelClient
-from services.tasks import toy
+from services.tasks.base import Problem
+from services.tasks.prompts import PromptFormat
 
 log = logging.getLogger(__name__)
 
-TRAIN_PROBLEMS = 4000
 ROUND_HELD_OUT_FRACTION = 0.15
 """Share of a round's problems the retraining job holds out (round data is small: more than its 0.1 default)."""
 
@@ -83,11 +86,13 @@ class Run:
         self.stop_requested = False
         self.state = RunState()
         self.latest: dict[str, float] = {}
-        problems = toy.generate("train", TRAIN_PROBLEMS, options.seed)
+        self.task = options.task.load()
+        problems = self.task.problems("train", None, options.seed)
         self.prover_problems = [p for p in problems if prover_half(p.question)]
         self.verifier_problems = [p for p in problems if not prover_half(p.question)]
         self.tandem_problems = problems
-        self.test_problems = toy.generate("test", options.eval_problems, 0)
+        self.test_problems = self.task.problems("test", options.eval_problems, 0)
+        self.prompts = PromptFormat(self.task)  # bound to the policy's tokenizer when the policy loads
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -97,6 +102,7 @@ class Run:
         found = checkpoint_dir(self.dir)
         source = found / "policy" if found is not None else self.options.policy_model
         policy = TransformersPolicy.load(source, self.settings.torch_threads)
+        self.prompts = PromptFormat(self.task, policy.tokenizer, self.options.task.chat_template)
         reference = None
         if self.options.optimizer.kl_coef > 0:
             reference = AutoModelForCausalLM.from_pretrained(self.options.policy_model)
@@ -110,6 +116,16 @@ class Run:
         """Run to the end (or to a stop request); returns the latest metrics."""
         self.dir.mkdir(parents=True, exist_ok=True)
         trainer = await asyncio.to_thread(self._load)  # model loading and saving stay off the event loop
+        weak_info = await self.weak.model_info()
+        policy_sha256 = tokenizer_sha256(trainer.policy.tokenizer)
+        check_same_vocabulary(self.options.policy_model, policy_sha256, weak_info, "config.policy_model")
+        prompts = "the policy tokenizer's chat template" if self.prompts.uses_chat else "the task's plain format"
+        self._emit(
+            "log",
+            {},
+            f"task {self.task.name}: {len(self.tandem_problems)} train / {len(self.test_problems)} test problems; "
+            f"prompts in {prompts}",
+        )
         if self.state.step or self.state.evaluated_at_step >= 0:
             self._emit("log", {}, f"resumed from step {self.state.step}, round {self.state.round}")
         if self.state.evaluated_at_step < 0:
@@ -142,7 +158,8 @@ class Run:
         while self.state.tandem_steps_done < self.options.tandem_steps:
             self._check_stop()
             problems = self._draw(self.tandem_problems, "tandem")
-            metrics, _ = await policy_step(trainer, self.weak, problems, options, reward, self._seed("tandem"))
+            seed = self._seed("tandem")
+            metrics, _ = await policy_step(trainer, self.weak, self.prompts, problems, options, reward, seed)
             self.state.tandem_steps_done += 1
             await self._after_step(trainer, "tandem", metrics)
 
@@ -164,6 +181,7 @@ class Run:
                 metrics, _ = await policy_step(
                     trainer,
                     self.weak,
+                    self.prompts,
                     problems,
                     options,
                     reward,
@@ -191,7 +209,7 @@ class Run:
             dataset = f"{self.run_id}-samples"
             problems = self._rng_sample(self.verifier_problems, self.settings.round_sample_problems, f"v{round_}")
             samples = await collect_round_samples(
-                trainer.policy, self.weak, problems, options, round_, self._seed(f"samples{round_}")
+                trainer.policy, self.weak, self.prompts, problems, options, round_, self._seed(f"samples{round_}")
             )
             store_round_samples(self.store, dataset, round_, samples)
             settings = self.settings
@@ -209,19 +227,35 @@ class Run:
                 artifact_root=settings.artifact_root,
                 torch_threads=settings.torch_threads,
                 held_out_fraction=ROUND_HELD_OUT_FRACTION,
+                task=self.options.task.name,
+                data=self.options.task.data,
+                chat_template=self.options.task.chat_template,
             )
-            trained = await retrain_verifier(job)
-            assert trained.record is not None
-            self.state.verifier_versions[key] = trained.record.version
-            await self._checkpoint(trainer)
-            metrics = {f"verifier_{k}": v for k, v in trained.metrics.items()}
-            metrics |= {
-                "verifier_version": float(trained.record.version),
+            counts = {
                 "round_samples": float(len(samples)),
                 "round_samples_correct": sum(s.correct for s in samples) / len(samples),
-                "verifier_train_s": time.perf_counter() - started,
             }
-            self._emit("round", metrics, f"round {round_}: verifier v{trained.record.version} published")
+            try:
+                trained = await retrain_verifier(job)
+            except NoTrainablePairs as error:
+                # A prover that solves none (or all) of its problems gives no correct/incorrect pairs: the game
+                # goes on against the verifier already served rather than failing the run.
+                version = await self.verifier.version()
+                self.state.verifier_versions[key] = version
+                await self._checkpoint(trainer)
+                message = f"round {round_}: verifier not retrained ({error}); v{version} stays"
+                self._emit("round", {**counts, "verifier_version": float(version)}, message)
+            else:
+                assert trained.record is not None
+                self.state.verifier_versions[key] = trained.record.version
+                await self._checkpoint(trainer)
+                metrics = {f"verifier_{k}": v for k, v in trained.metrics.items()}
+                metrics |= {
+                    "verifier_version": float(trained.record.version),
+                    **counts,
+                    "verifier_train_s": time.perf_counter() - started,
+                }
+                self._emit("round", metrics, f"round {round_}: verifier v{trained.record.version} published")
         version = self.state.verifier_versions[key]
         waited = await self.verifier.wait_for_version(version, self.settings.version_wait_s)
         self._emit(
@@ -247,8 +281,9 @@ class Run:
 
     async def _evaluate(self, trainer: PolicyTrainer, policy: TransformersPolicy) -> None:
         verifier = self.verifier if self.options.plays_game else None
+        max_new_tokens, seed = self.options.optimizer.max_new_tokens, self._seed("eval")
         metrics = await evaluate_policy(
-            policy, self.weak, self.test_problems, self.options.optimizer.max_new_tokens, self._seed("eval"), verifier
+            policy, self.weak, self.prompts, self.test_problems, max_new_tokens, seed, verifier
         )
         self.state.evaluated_at_step = self.state.step
         self._emit("eval", {f"eval/{k}": v for k, v in metrics.items()})
@@ -256,10 +291,10 @@ class Run:
     def _seed(self, purpose: str) -> int:
         return derive_seed(self.options.seed, purpose, self.state.step, self.state.round)
 
-    def _draw(self, problems: list[toy.ToyProblem], purpose: str) -> list[toy.ToyProblem]:
+    def _draw(self, problems: list[Problem], purpose: str) -> list[Problem]:
         return self._rng_sample(problems, self.options.optimizer.problems_per_step, purpose)
 
-    def _rng_sample(self, problems: list[toy.ToyProblem], count: int, purpose: str) -> list[toy.ToyProblem]:
+    def _rng_sample(self, problems: list[Problem], count: int, purpose: str) -> list[Problem]:
         return random.Random(self._seed(purpose)).sample(problems, min(count, len(problems)))
 
     def _emit(self, kind: EventKind, metrics: dict[str, float], message: str = "") -> None:

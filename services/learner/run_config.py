@@ -11,6 +11,9 @@ from services.common.genproto.legibility.v1 import learner_pb2
 from services.learner.game_rewards import GameRewardKind, reward_kind_from_proto
 from services.learner.schedule import HandoffSchedule
 from services.learner.trainer import OptimizerOptions
+from services.tasks.base import Task
+from services.tasks.catalog import TASK_NAMES, load_task
+from services.tasks.prompts import ChatTemplateMode
 
 Mode = Literal["tandem", "game", "tandem_game"]
 _MODES: dict[int, Mode] = {
@@ -18,6 +21,25 @@ _MODES: dict[int, Mode] = {
     learner_pb2.RUN_MODE_GAME: "game",
     learner_pb2.RUN_MODE_TANDEM_GAME: "tandem_game",
 }
+
+
+_CHAT_TEMPLATES: dict[int, ChatTemplateMode] = {
+    learner_pb2.CHAT_TEMPLATE_UNSPECIFIED: "auto",
+    learner_pb2.CHAT_TEMPLATE_AUTO: "auto",
+    learner_pb2.CHAT_TEMPLATE_NONE: "none",
+}
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """The task a run trains and evaluates on: its name, its data path, and whether prompts use a chat template."""
+
+    name: str = "toy"
+    data: Path | None = None
+    chat_template: ChatTemplateMode = "auto"
+
+    def load(self) -> Task:
+        return load_task(self.name, self.data)
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,7 @@ class RunOptions:
     eval_every_steps: int = 10
     eval_problems: int = 64
     format_bonus: float = 0.0
+    task: TaskOptions = field(default_factory=TaskOptions)
 
     @property
     def plays_game(self) -> bool:
@@ -117,6 +140,7 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
     format_bonus = _opt(config, "format_bonus", 0.0)
     if not 0 <= format_bonus < 1:
         raise InvalidArgument("config.format_bonus", "must be in [0, 1): below the reward of a correct answer")
+    task = _task_options(config.task)
     policy = Path(config.policy_model) if config.policy_model else default_policy
     if not (policy / "config.json").is_file():
         raise InvalidArgument("config.policy_model", f"{policy} is not a checkpoint directory")
@@ -132,4 +156,22 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         eval_every_steps=eval_every,
         eval_problems=eval_problems,
         format_bonus=format_bonus,
+        task=task,
     )
+
+
+def _task_options(config: learner_pb2.TaskConfig) -> TaskOptions:
+    """The task of a RunConfig, loaded once to check it: a bad name or data file names its field."""
+    name = config.name or "toy"
+    if name not in TASK_NAMES:
+        raise InvalidArgument("config.task.name", f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")
+    if config.chat_template not in _CHAT_TEMPLATES:
+        raise InvalidArgument("config.task.chat_template", "must be CHAT_TEMPLATE_AUTO or CHAT_TEMPLATE_NONE")
+    options = TaskOptions(name, Path(config.data) if config.data else None, _CHAT_TEMPLATES[config.chat_template])
+    try:
+        task = options.load()
+        if not task.problems("train", 1) or not task.problems("test", 1):
+            raise ValueError("needs train and test problems")
+    except ValueError as error:
+        raise InvalidArgument("config.task.data", str(error)) from error
+    return options

@@ -29,6 +29,7 @@ from services.learner.run import Run
 from services.learner.run_config import resolve
 from services.learner.settings import LearnerSettings
 from services.learner.verifier_client import VerifierClient
+from services.learner.vocabulary import check_same_vocabulary, policy_vocabulary, weak_model_info
 from services.learner.weak_client import WeakModelClient
 
 log = logging.getLogger(__name__)
@@ -246,9 +247,17 @@ class RunRegistry:
         record.task = asyncio.create_task(self._execute(record), name=f"run {record.run_id}")
         record.task.add_done_callback(lambda _: self._schedule())
 
-    def start(self, config: learner_pb2.RunConfig) -> RunRecord:
-        """Validate the config, refuse past max_concurrent_runs, then start the run (returned PENDING)."""
-        resolve(config, self.settings.policy_model_path)
+    async def start(self, config: learner_pb2.RunConfig) -> RunRecord:
+        """Validate the config, refuse past max_concurrent_runs, then start the run (returned PENDING).
+
+        A policy whose tokenizer differs from the weak model's is refused here when the weak-model service answers,
+        and fails the run at its start otherwise.
+        """
+        options = resolve(config, self.settings.policy_model_path)
+        weak_info = await weak_model_info(self._weak, timeout_s=5.0)
+        if weak_info is not None:
+            policy_sha256 = await asyncio.to_thread(policy_vocabulary, options.policy_model)
+            check_same_vocabulary(options.policy_model, policy_sha256, weak_info, "config.policy_model")
         limit = self.settings.max_concurrent_runs
         if self._closing or self._active() + len(self._waiting) >= limit:
             raise Overloaded(f"{limit} run(s) already active (max_concurrent_runs); stop one or retry later")

@@ -21,7 +21,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
     async def StartRun(
         self, request: learner_pb2.StartRunRequest, context: aio.ServicerContext
     ) -> learner_pb2.StartRunResponse:
-        return learner_pb2.StartRunResponse(run=self.registry.start(request.config).message())
+        return learner_pb2.StartRunResponse(run=(await self.registry.start(request.config)).message())
 
     async def GetRun(
         self, request: learner_pb2.GetRunRequest, context: aio.ServicerContext

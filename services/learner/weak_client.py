@@ -63,6 +63,13 @@ class WeakModelClient:
             for res in reply.results
         ]
 
+    async def model_info(self, timeout_s: float | None = None) -> common_pb2.ModelInfo:
+        """Which weights (and tokenizer) the weak-model service serves."""
+        reply = await self._stub.GetModelInfo(
+            weak_model_pb2.WeakModelServiceGetModelInfoRequest(), timeout=timeout_s or self._timeout_s
+        )
+        return reply.model
+
     async def mean_log_probs(self, contexts: Sequence[str], texts: Sequence[str]) -> list[float]:
         """The weak model's mean per-token log-prob of each text after its context (minus = cross-entropy, nats)."""
         if not texts:

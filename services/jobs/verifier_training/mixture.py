@@ -61,6 +61,10 @@ class RoundMixture:
         return counts
 
 
+class NoTrainablePairs(ValueError):
+    """No problem of any round has both a correct and an incorrect solution: there is nothing to train on."""
+
+
 def build_mixture(samples: Sequence[LabelledSample], held_out_fraction: float) -> RoundMixture:
     """Split samples into held-out and per-round training problems; raises ValueError when nothing is trainable."""
     held_out = [s for s in samples if is_held_out(s.problem, held_out_fraction)]
@@ -78,7 +82,7 @@ def build_mixture(samples: Sequence[LabelledSample], held_out_fraction: float) -
         if usable:
             rounds[round_] = usable
     if not rounds:
-        raise ValueError(
+        raise NoTrainablePairs(
             "no training problem has both a correct and an incorrect solution; "
             "sample several solutions per problem (the pairs and the 50/50 balance need both labels)"
         )
