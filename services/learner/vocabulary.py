@@ -27,7 +27,7 @@ def policy_vocabulary(policy_path: Path) -> str:
     return tokenizer_sha256(AutoTokenizer.from_pretrained(policy_path))
 
 
-def check_same_vocabulary(policy_path: Path, policy_sha256: str, weak_info: object, field: str) -> None:
+def check_same_vocabulary(policy_path: Path | str, policy_sha256: str, weak_info: object, field: str) -> None:
     """Raise InvalidArgument naming ``field`` and both checkpoints when the tokenizers differ."""
     weak_sha256 = str(getattr(weak_info, "tokenizer_sha256", ""))
     if weak_sha256 and weak_sha256 != policy_sha256:

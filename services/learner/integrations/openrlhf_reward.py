@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from services.learner.integrations.rewards import RewardClient
-from services.tasks.toy import problem_from_prompt
+from services.tasks.prompts import PromptFormat, strip_end_tokens
 
 
 @functools.cache
@@ -21,20 +21,22 @@ def _client() -> RewardClient:
     return RewardClient()
 
 
-def split_query(query: str, prompt: str, eos_text: str) -> tuple[str, str]:
-    """(problem, solution) of one OpenRLHF query: the prompt's problem, and the rest of the text without EOS."""
+def split_query(query: str, prompt: str, prompts: PromptFormat, index: int = 0) -> tuple[str, str]:
+    """(problem, solution) of one OpenRLHF query: the prompt's problem (the task's parser, chat templates included),
+    and the rest of the text without the tokenizer's EOS / PAD strings."""
     if not query.startswith(prompt):
-        raise ValueError("query does not start with its prompt")
-    solution = query[len(prompt) :]
-    while eos_text and solution.endswith(eos_text):
-        solution = solution.removesuffix(eos_text)
-    return problem_from_prompt(prompt), solution
+        raise ValueError(f"queries[{index}]: does not start with prompts[{index}]")
+    try:
+        problem, _ = prompts.parse(prompt)
+    except ValueError as error:
+        raise ValueError(f"prompts[{index}]: {error}") from error
+    return problem, strip_end_tokens(query[len(prompt) :], prompts.tokenizer)
 
 
 def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any) -> dict[str, Any]:
     """OpenRLHF's reward_func: ``{"rewards", "scores", "extra_logs"}`` as tensors (scores in 0..1 for filtering)."""
     client = _client()
-    pairs = [split_query(q, p, client.settings.eos_text) for q, p in zip(queries, prompts, strict=True)]
+    pairs = [split_query(q, p, client.prompts, i) for i, (q, p) in enumerate(zip(queries, prompts, strict=True))]
     rewards = client.rewards([p for p, _ in pairs], [s for _, s in pairs], labels)
     logs = [r.logs() for r in rewards]
     return {

@@ -21,7 +21,7 @@ from services.common.genproto.legibility.v1 import verifier_pb2_grpc, weak_model
 from services.learner.integrations.settings import IntegrationSettings, RewardMode
 from services.learner.verifier_client import VerifierClient
 from services.learner.weak_client import WeakModelClient
-from services.tasks.answers import extract_answer, is_correct
+from services.tasks.base import Task
 
 _T = TypeVar("_T")
 
@@ -49,21 +49,18 @@ class Reward:
         return {key: float(value) for key, value in (*parts, ("correct", self.correct)) if value is not None}
 
 
-def gold_answer(label: Any, field: str = "label") -> int:
-    """The integer answer in a label: ``42``, ``"42"``, ``"1,234"`` or a GSM8K answer ending ``#### 42``."""
-    if isinstance(label, bool):
-        raise ValueError(f"{field}: expected an integer answer, got {label!r}")
-    if isinstance(label, int):
-        return label
-    if isinstance(label, str):
-        found = extract_answer(label)
-        if found is not None:
-            return found
-        try:
-            return int(label.strip().replace(",", ""))
-        except ValueError:
-            pass
-    raise ValueError(f"{field}: expected an integer answer or a solution ending '#### N', got {label!r}")
+def gold_answer(task: Task, label: Any, field: str = "label") -> str:
+    """The gold answer in a dataset label, as ``task`` compares it: a bare answer (``42``, ``"1,234"``,
+    ``"\\frac{1}{2}"``) or a reference solution stating it (``"… #### 42"``, ``"… \\boxed{\\frac12}"``)."""
+    if isinstance(label, int) and not isinstance(label, bool):
+        label = str(label)
+    if isinstance(label, str) and label.strip():
+        text = label.strip()
+        for stated in (text, f"#### {text}", f"\\boxed{{{text}}}"):
+            found = task.extract_answer(stated)
+            if found is not None:
+                return found
+    raise ValueError(f"{field}: expected an answer of task {task.name!r} or a solution stating one, got {label!r}")
 
 
 def needs_verifier(mode: RewardMode) -> bool:
@@ -88,6 +85,7 @@ def combine(mode: RewardMode, score: float | None, version: int | None, correct:
 async def score_rewards(
     verifier: VerifierClient | None,
     mode: RewardMode,
+    task: Task,
     problems: Sequence[str],
     solutions: Sequence[str],
     labels: Sequence[Any] | None,
@@ -102,12 +100,12 @@ async def score_rewards(
             raise ValueError(f"{len(labels)} labels but {len(solutions)} solutions")
         for i, (solution, label) in enumerate(zip(solutions, labels, strict=True)):
             try:
-                gold = gold_answer(label, f"labels[{i}]")
+                gold = gold_answer(task, label, f"labels[{i}]")
             except ValueError:
                 if needs_label(mode):
                     raise
                 continue  # the verifier alone rewards; a label that is no answer only loses the "correct" log
-            corrects[i] = float(is_correct(solution, gold))
+            corrects[i] = float(task.is_correct(solution, gold))
     elif needs_label(mode):
         raise ValueError(f"reward mode {mode!r} needs one label per solution (the task's answer)")
     scores: list[float | None] = [None] * len(solutions)
@@ -182,6 +180,7 @@ class RewardClient:
 
     def __init__(self, settings: IntegrationSettings | None = None) -> None:
         self.settings = settings or IntegrationSettings()
+        self.prompts = self.settings.reward_prompt_format()
         self._clients = BlockingClients(self.settings)
 
     def rewards(
@@ -196,7 +195,8 @@ class RewardClient:
 
         async def work(clients: ServiceClients) -> list[Reward]:
             verifier = clients.verifier if needs_verifier(reward_mode) else None
-            return await score_rewards(verifier, reward_mode, problems, solutions, labels, min_version)
+            task = self.prompts.task
+            return await score_rewards(verifier, reward_mode, task, problems, solutions, labels, min_version)
 
         return self._clients.call(work)
 

@@ -12,14 +12,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.settings import LegibilitySettings
+from services.common.bundled_models import BUNDLED_STRONG
 from services.learner.schedule import HandoffSchedule, Strategy
+from services.tasks.prompts import PromptFormat
+from services.tasks.settings import TaskSettings
 
 RewardMode = Literal["correctness", "verifier", "correctness+verifier"]
 
 
-class IntegrationSettings(LegibilitySettings):
-    """Where the services are, how to reward, and the tandem handoff schedule."""
+class IntegrationSettings(TaskSettings):
+    """Where the services are, how to reward, the task, and the tandem handoff schedule."""
 
     verifier_target: str = "127.0.0.1:50051"
     """host:port of the verifier service (Score)."""
@@ -36,8 +38,9 @@ class IntegrationSettings(LegibilitySettings):
     correctness against the label (1 or 0), or their sum."""
     agent_reward: RewardMode = "correctness"
     """What the OpenRLHF tandem AgentExecutor returns as the reward of a jointly written solution."""
-    eos_text: str = "<|endoftext|>"
-    """The policy's EOS as it appears in decoded text (OpenRLHF keeps special tokens in reward queries)."""
+    tokenizer_path: Path = BUNDLED_STRONG
+    """The policy's tokenizer (its checkpoint directory): reward functions parse prompts with its chat template and
+    strip its EOS / PAD strings from responses (OpenRLHF keeps special tokens in reward queries)."""
     verifier_min_version: int = Field(0, ge=0)
     """Refuse scores from verifier versions older than this (FAILED_PRECONDITION until the swap)."""
     handoff_strategy: Strategy = "word"
@@ -53,6 +56,12 @@ class IntegrationSettings(LegibilitySettings):
     seed: int | None = None
     """Base seed of the handoff draws and segment sampling; each rollout derives its own from it (and the prompt and
     how often the prompt was seen). Unset: fresh entropy per process."""
+
+    def reward_prompt_format(self) -> PromptFormat:
+        """The task's prompts for the policy's tokenizer (what reward functions parse)."""
+        from transformers import AutoTokenizer
+
+        return self.prompt_format(AutoTokenizer.from_pretrained(self.tokenizer_path))
 
     @property
     def schedule(self) -> HandoffSchedule:

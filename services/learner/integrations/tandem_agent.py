@@ -15,13 +15,15 @@ import logging
 import random
 from typing import Any
 
+from services.decoding.tokens import tokenizer_sha256
 from services.decoding.vllm_segments import BoundaryVocabulary
 from services.learner.authorship import true_spans
 from services.learner.integrations.llm_engine import LlmEngineWriter, sampling_extras
 from services.learner.integrations.rewards import ServiceClients, needs_verifier, score_rewards
 from services.learner.integrations.settings import IntegrationSettings
 from services.learner.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
-from services.tasks.toy import problem_from_prompt
+from services.learner.vocabulary import check_same_vocabulary
+from services.tasks.prompts import PromptFormat
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,17 @@ class TandemAgent:
         self.seeds = RolloutSeeds(self.settings.seed)
         self._clients = ServiceClients(self.settings)
         self._vocab: BoundaryVocabulary | None = None
+        self._prompts: PromptFormat | None = None
 
-    def _vocabulary(self, hf_tokenizer: Any) -> BoundaryVocabulary:
-        if self._vocab is None:  # one tokenizer per rollout worker: decode its vocabulary once
+    async def _prepare(self, hf_tokenizer: Any) -> tuple[BoundaryVocabulary, PromptFormat]:
+        """Once per rollout worker (one tokenizer): decode the vocabulary, check the weak model shares it."""
+        if self._vocab is None or self._prompts is None:
+            weak_info = await self._clients.weak.model_info()
+            policy = getattr(hf_tokenizer, "name_or_path", "") or "the policy"
+            check_same_vocabulary(policy, tokenizer_sha256(hf_tokenizer), weak_info, "llm_engine tokenizer")
             self._vocab = BoundaryVocabulary.from_tokenizer(hf_tokenizer)
-        return self._vocab
+            self._prompts = self.settings.prompt_format(hf_tokenizer)
+        return self._vocab, self._prompts
 
     async def execute(
         self,
@@ -80,6 +88,7 @@ class TandemAgent:
     ) -> dict[str, Any]:
         if images:
             raise ValueError("tandem rollouts are text-only: the weak model cannot continue an image prompt")
+        vocab, prompts = await self._prepare(hf_tokenizer)
         prompt_ids = list(hf_tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
         max_new_tokens, keep = response_room(len(prompt_ids), sampling_params.max_tokens, max_length)
         if len(prompt_ids) > keep:
@@ -94,16 +103,16 @@ class TandemAgent:
         rollout = new_rollout(prompt_ids, options, max_length, self.seeds.next(prompt))
         policy = LlmEngineWriter(
             llm_engine,
-            self._vocabulary(hf_tokenizer),
+            vocab,
             max_length,
             top_p=float(getattr(sampling_params, "top_p", 1.0)),
             extras=sampling_extras(sampling_params),
         )
         await run_tandem([rollout], policy, self._clients.weak, options)
-        return await self._result(rollout, prompt, label, sampling_params, hf_tokenizer)
+        return await self._result(rollout, prompt, label, sampling_params, hf_tokenizer, prompts)
 
     async def _result(
-        self, rollout: Rollout, prompt: str, label: Any, sampling_params: Any, hf_tokenizer: Any
+        self, rollout: Rollout, prompt: str, label: Any, sampling_params: Any, hf_tokenizer: Any, prompts: PromptFormat
     ) -> dict[str, Any]:
         authorship, start = rollout.authorship, len(rollout.prompt_ids)
         response, by_policy, response_log_probs = rollout.completion(hf_tokenizer.eos_token_id)
@@ -111,8 +120,9 @@ class TandemAgent:
         mode = self.settings.agent_reward
         verifier = self._clients.verifier if needs_verifier(mode) else None
         labels = None if label is None else [label]
+        problem, _ = prompts.parse(prompt)
         (reward,) = await score_rewards(
-            verifier, mode, [problem_from_prompt(prompt)], [solution], labels, self.settings.verifier_min_version
+            verifier, mode, prompts.task, [problem], [solution], labels, self.settings.verifier_min_version
         )
         extra_logs = {
             "senior_token_frac": authorship.senior_token_frac,

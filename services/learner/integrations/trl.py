@@ -20,7 +20,6 @@ from services.learner.integrations.settings import IntegrationSettings, RewardMo
 from services.learner.integrations.tandem_agent import RolloutSeeds
 from services.learner.policy import TransformersPolicy
 from services.learner.rollout import RolloutOptions, new_rollout, run_tandem
-from services.tasks.toy import problem_from_prompt
 
 
 def _text(message: Any) -> str:
@@ -35,8 +34,9 @@ def _text(message: Any) -> str:
 class VerifierReward:
     """A TRL reward function: the verifier's score, correctness against ``label_key``, or their sum.
 
-    The problem is the dataset's ``problem_key`` column when there is one, else the prompt (a role prefix and the
-    trailing newline removed). Extra numbers go to TRL's ``log_metric`` (mean verifier version, accuracy).
+    The problem is the dataset's ``problem_key`` column when there is one, else the task's parse of the prompt (a
+    conversational prompt's last user message; a chat-templated or plain prompt string). Extra numbers go to TRL's
+    ``log_metric`` (mean verifier version, accuracy).
     """
 
     def __init__(
@@ -52,10 +52,16 @@ class VerifierReward:
         self.problem_key = problem_key
         self.__name__ = f"legibility_{self.mode.replace('+', '_')}"  # TRL's column name for this reward
 
+    def _problem(self, prompt: Any) -> str:
+        """The question of a prompt string (chat-templated or plain) or of a conversation's last user message."""
+        if isinstance(prompt, str):
+            return self.client.prompts.parse(prompt)[0]
+        return self.client.prompts.task.parse_user_message(_text(prompt))[0]
+
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        problems = kwargs.get(self.problem_key) or [problem_from_prompt(_text(p)) for p in prompts]
+        problems = kwargs.get(self.problem_key) or [self._problem(p) for p in prompts]
         labels = kwargs.get(self.label_key)
         rewards = self.client.rewards(problems, [_text(c) for c in completions], labels, self.mode)
         if log_metric := kwargs.get("log_metric"):
