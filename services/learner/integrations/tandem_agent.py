@@ -88,6 +88,9 @@ class TandemAgent:
     ) -> dict[str, Any]:
         if images:
             raise ValueError("tandem rollouts are text-only: the weak model cannot continue an image prompt")
+        # The seed before any await: OpenRLHF runs a prompt's samples concurrently, and the k-th call must get the
+        # k-th occurrence's seed whichever call resumes first.
+        seed = self.seeds.next(prompt)
         vocab, prompts = await self._prepare(hf_tokenizer)
         prompt_ids = list(hf_tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
         max_new_tokens, keep = response_room(len(prompt_ids), sampling_params.max_tokens, max_length)
@@ -100,7 +103,7 @@ class TandemAgent:
             policy_temperature=float(sampling_params.temperature),
             weak_temperature=self.settings.weak_temperature,
         )
-        rollout = new_rollout(prompt_ids, options, max_length, self.seeds.next(prompt))
+        rollout = new_rollout(prompt_ids, options, max_length, seed)
         policy = LlmEngineWriter(
             llm_engine,
             vocab,
