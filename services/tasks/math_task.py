@@ -1,88 +1,96 @@
-"""MATH-style data from local jsonl (``problem`` with ``solution`` ending in ``\\boxed{…}``, or ``answer``).
+"""MATH-style data from local jsonl: rows ``{"problem", "solution"}`` (answer: its last ``\\boxed{…}``) or ``answer``.
 
-Answers are LaTeX and are compared with Hugging Face's ``math-verify`` (parsed to sympy, equal up to
-equivalence: ``\\frac{1}{2}`` = ``0.5``, ``2\\sqrt{2}`` = ``\\sqrt{8}``), not with hand-written normalisation. Its
-timeouts use ``signal.alarm``, which works on the main thread only: elsewhere (services check answers in worker
-threads and event loops) they are off. The task has no style marker (``is_jargon`` is None).
+Answers are LaTeX and are compared by Hugging Face's ``math-verify`` (parsed to sympy, equal up to equivalence:
+``\\frac{1}{2}`` = ``0.5``, ``2\\sqrt{2}`` = ``\\sqrt{8}``), not by hand-written normalisation; it runs in worker
+processes with a hard timeout (see :mod:`services.tasks.math_equivalence` for why). The task has no style marker.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import re
 from pathlib import Path
 from typing import Any
 
-from services.tasks.base import Problem, Split, TextTask
-from services.tasks.jsonl_data import required_text, split_rows
+from services.tasks.base import Problem
+from services.tasks.jsonl_data import JsonlTask, required_text
+from services.tasks.math_equivalence import LatexEquivalence, shared_checker
 
-logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call made with timeouts off
 _BOXES = ("\\boxed", "\\fbox")
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{…}`` (or ``\\fbox{…}``), braces balanced; None when there is none."""
-    start = max(text.rfind(box) for box in _BOXES)
-    if start < 0:
-        return None
-    brace = text.find("{", start)
-    if brace < 0:
-        return None
-    depth = 0
-    for i in range(brace, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
+def _braced(text: str, brace: int) -> str | None:
+    """The content of the group opening at ``text[brace] == "{"``, up to its matching brace; None if unclosed.
+
+    Escaped braces (``\\{``, ``\\}``, as in a set ``\\{1, 2\\}``) do not count.
+    """
+    depth, i = 0, brace
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(char, 0)
         if depth == 0:
-            content = text[brace + 1 : i].strip()
-            return content or None
+            return text[brace + 1 : i]
+        i += 1
     return None
 
 
-def _timeout() -> int | None:
-    return 5 if threading.current_thread() is threading.main_thread() else None
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{…}`` (or ``\\fbox{…}``), braces balanced; None when there is none.
+
+    ``\\boxed 5`` (no braces, a few MATH solutions have it) boxes the text up to the next ``$`` or line end. A last
+    box left unclosed (a truncated answer) gives None rather than an earlier box: the solution did not finish
+    stating its answer, and an earlier box is often an intermediate result.
+    """
+    start, box = max((text.rfind(box), box) for box in _BOXES)
+    if start < 0:
+        return None
+    after = start + len(box)
+    brace = after
+    while brace < len(text) and text[brace] == " ":
+        brace += 1
+    if brace < len(text) and text[brace] == "{":
+        content = _braced(text, brace)
+    elif brace > after:
+        content = re.split(r"[$\n]", text[brace:], maxsplit=1)[0]
+    else:
+        return None
+    if content is None or not content.strip():
+        return None
+    return content.strip()
 
 
-def answers_equal(gold: str, answer: str) -> bool:
-    """math-verify's equivalence of two LaTeX answers."""
-    from math_verify import parse, verify
-
-    timeout = _timeout()
-    parsed_gold = parse(f"${gold}$", parsing_timeout=timeout)  # type: ignore[arg-type]
-    parsed = parse(f"${answer}$", parsing_timeout=timeout)  # type: ignore[arg-type]
-    if not parsed_gold or not parsed:
-        return gold.strip() == answer.strip()
-    return bool(verify(parsed_gold, parsed, timeout_seconds=timeout))
-
-
-def _problem(row: dict[str, Any], where: str) -> Problem:
-    question = required_text(row, "problem", where)
-    solution = row.get("solution") if isinstance(row.get("solution"), str) else ""
-    answer = row.get("answer")
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        answer = str(answer)
-    if not isinstance(answer, str) or not answer.strip():
-        answer = last_boxed(solution or "")
-    if not answer:
-        raise ValueError(f"{where}: needs an 'answer' or a 'solution' with a \\boxed{{...}} answer")
-    return Problem(question, answer.strip(), solution or "")
-
-
-class MathTask(TextTask):
-    """MATH-format data; ``problems`` keeps file order and ignores ``seed``."""
+class MathTask(JsonlTask):
+    """MATH-format data: ``Problem.answer`` is LaTeX (``answer`` or the last box of ``solution``)."""
 
     name = "math"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, checker: LatexEquivalence | None = None) -> None:
+        super().__init__(path)
+        self._checker = checker
 
-    def problems(self, split: Split, count: int | None = None, seed: int = 0) -> list[Problem]:
-        problems = split_rows(self.path, split, _problem, lambda p: p.question)
-        if not problems:
-            raise ValueError(f"{self.path}: no {split} problems")
-        return problems if count is None else problems[:count]
+    def problem_from_row(self, row: dict[str, Any], where: str) -> Problem:
+        question = required_text(row, "problem", where)
+        solution = row.get("solution", "")
+        if not isinstance(solution, str):
+            raise ValueError(f"{where}: field 'solution' must be a string")
+        answer = row.get("answer")
+        if isinstance(answer, int | float) and not isinstance(answer, bool):
+            answer = str(answer)
+        if answer is not None and not isinstance(answer, str):
+            raise ValueError(f"{where}: field 'answer' must be a string or a number")
+        answer = answer.strip() if answer and answer.strip() else last_boxed(solution)
+        if not answer:
+            raise ValueError(f"{where}: needs an 'answer' or a 'solution' with a \\boxed{{...}} answer")
+        return Problem(question, answer, solution)
 
     def extract_answer(self, solution: str) -> str | None:
         return last_boxed(solution)
 
     def is_correct(self, solution: str, gold: str) -> bool:
+        """math-verify: ``verify(parse(f"${gold}$"), parse(f"${answer}$"))`` with the solution's last boxed answer."""
         answer = self.extract_answer(solution)
-        return answer is not None and answers_equal(gold, answer)
+        if answer is None:
+            return False
+        return (self._checker or shared_checker()).equal(gold, answer)

@@ -5,8 +5,9 @@ the query OpenRLHF posts to ``/get_reward`` and the text the verifier scores agr
 
 - ``render``: the task's user message inside the tokenizer's chat template (generation prompt added), or the
   task's plain prompt when there is no template or ``chat_template="none"``;
-- ``parse``: a rendered prompt back to (question, role) — through the template's own frame, then the last user
-  turn of the common chat markups (ChatML, Llama 3), then the task's plain format;
+- ``parse``: a rendered prompt back to (question, role) — through the template's own frame (the last user message
+  when the prompt holds several turns), then the last user turn of the common chat markups (ChatML, Llama 3,
+  Llama 2), then the task's plain format;
 - ``verifier_text``: the (question, solution) conversation the verifier reads;
 - ``encode``: token ids of a rendered text: a chat-templated text carries its own special tokens, so the tokenizer
   adds none; a plain text gets the tokenizer's usual ones (a Llama tokenizer's BOS).
@@ -84,12 +85,30 @@ class PromptFormat:
         )
         return before, after
 
+    @cached_property
+    def _next_user_turn(self) -> str | None:
+        """What the template writes between an assistant's reply and the next user message (None if unknown).
+
+        A conversation of several turns also starts and ends like :attr:`_frame`; its last user message follows the
+        last of these separators.
+        """
+        reply, question = f"{_SENTINEL}reply", f"{_SENTINEL}question"
+        turns = [{"role": "user", "content": _SENTINEL}, {"role": "assistant", "content": reply}]
+        try:
+            text = self._chat([*turns, {"role": "user", "content": question}], generation_prompt=True)
+        except Exception:  # a template may refuse a conversation (jinja's raise_exception); the regexes remain
+            return None
+        start, end = text.find(reply), text.find(question)
+        return (text[start + len(reply) : end] or None) if 0 <= start < end else None
+
     def user_message_of(self, prompt: str) -> str:
         """The user message inside a rendered prompt; raises ValueError when none is found."""
         if self.uses_chat:
             before, after = self._frame
             if prompt.startswith(before) and prompt.endswith(after) and len(prompt) >= len(before) + len(after):
-                return prompt[len(before) : len(prompt) - len(after)]
+                message = prompt[len(before) : len(prompt) - len(after)]
+                separator = self._next_user_turn
+                return message.rpartition(separator)[2] if separator else message
         for pattern in _USER_TURNS:
             turns = pattern.findall(prompt)
             if turns:
