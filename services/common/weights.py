@@ -32,13 +32,19 @@ class WeightsInfo:
     sha256: str  # manifest sha256 (services.common.artifacts.directory_sha256)
     loaded_at: datetime
     uri: str  # artifact://name/v000002 or a local path
+    tokenizer_sha256: str = ""  # services.decoding.tokens.tokenizer_sha256; "" where the service has not set it
 
     def message(self) -> common_pb2.ModelInfo:
         """The ``ModelInfo`` every inference response carries."""
         loaded_at = Timestamp()
         loaded_at.FromDatetime(self.loaded_at)
         return common_pb2.ModelInfo(
-            name=self.name, version=self.version, sha256=self.sha256, loaded_at=loaded_at, uri=self.uri
+            name=self.name,
+            version=self.version,
+            sha256=self.sha256,
+            loaded_at=loaded_at,
+            uri=self.uri,
+            tokenizer_sha256=self.tokenizer_sha256,
         )
 
 

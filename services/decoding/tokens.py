@@ -12,12 +12,13 @@ DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
 
 
 def context_window(config: Any, tokenizer: Any) -> int:
-    """The model's position limit, or the tokenizer's when the config has none (rotary models may not)."""
-    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    usable = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
-    if not usable:
-        raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
-    return min(usable)
+    """The model's position limit (``max_position_embeddings``; GPT-2's ``n_positions`` maps to it), or the
+    tokenizer's ``model_max_length`` when the config has none (rotary models may not); the model is what breaks
+    past its positions, while a tokenizer's limit is often a placeholder (10**30) or a training choice."""
+    for limit in (getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)):
+        if isinstance(limit, int) and 0 < limit < 10**9:
+            return limit
+    raise ValueError("cannot tell the context window: set max_position_embeddings in the model config")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class TokenTable:
     bos_id: int
     pieces: list[str]
     """Each token id's own text, decoded once: boundaries are decided on it at every step."""
+    tokenizer_sha256: str
+    """:func:`tokenizer_sha256` of the tokenizer, computed once: what ``ModelInfo.tokenizer_sha256`` reports."""
 
     @classmethod
     def build(cls, tokenizer: Any, config: Any, generation_eos: int | list[int] | None, width: int) -> TokenTable:
@@ -48,6 +51,7 @@ class TokenTable:
             eos_ids=frozenset(int(i) for i in eos_ids),
             bos_id=int(bos),
             pieces=known + [""] * (width - len(known)),
+            tokenizer_sha256=tokenizer_sha256(tokenizer),
         )
 
     @classmethod
@@ -78,6 +82,10 @@ class TokenizerAccessors:
     @property
     def bos_token_id(self) -> int:
         return self._tokens.bos_id
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return self._tokens.tokenizer_sha256
 
     def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))

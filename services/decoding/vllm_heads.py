@@ -17,7 +17,9 @@ from typing import Any
 # 1/sqrt(real head size) (zeros add nothing to q.k), and drop the padded value columns after attention. Only the
 # attention kernel sees the wider heads; weights, shapes and results are the model's own. It is applied to GPT-2 in
 # vLLM's worker processes, which import this module as their worker extension (``worker_extension_cls``) when the
-# environment variable below is set.
+# environment variable below is set. Only where needed (:func:`needs_padded_heads`): Llama and Qwen2 checkpoints
+# with 64-wide heads run on vLLM's own kernels, and the patch replaces GPT-2's attention class only, so it leaves
+# them alone even when a worker imports it.
 
 PAD_HEADS_ENV = "LEGIBILITY_VLLM_PAD_HEADS"
 
@@ -31,10 +33,35 @@ class PaddedHeadsWorkerExtension:
         return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _supported_head_size(head_dim: int) -> int:
+def _cpu_head_sizes() -> list[int]:
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    sizes = sorted(CPUAttentionBackend.get_supported_head_sizes())
+    return sorted(CPUAttentionBackend.get_supported_head_sizes())
+
+
+def head_size(config: Any) -> int:
+    """Width of one attention head: ``head_dim`` where the config sets it (Llama, Qwen2), else hidden / heads."""
+    explicit = getattr(config, "head_dim", None)
+    return int(explicit) if explicit else int(config.hidden_size) // int(config.num_attention_heads)
+
+
+def needs_padded_heads(config: Any) -> bool:
+    """Whether vLLM on CPU needs the GPT-2 patch for this model config: GPT-2 with heads no kernel supports.
+
+    Raises NotImplementedError for another family with such heads: the patch only knows GPT-2's attention.
+    """
+    size = head_size(config)
+    if size in _cpu_head_sizes():
+        return False
+    if getattr(config, "model_type", "") == "gpt2":
+        return True
+    raise NotImplementedError(
+        f"vLLM's CPU attention has no kernel for {size}-wide heads ({config.model_type}); use the hf engine"
+    )
+
+
+def _supported_head_size(head_dim: int) -> int:
+    sizes = _cpu_head_sizes()
     if head_dim in sizes:
         return head_dim
     wider = [size for size in sizes if size > head_dim]

@@ -5,8 +5,11 @@ Engines must agree on semantics so results match across them:
 
 - a continuation ends where :mod:`services.decoding.boundaries` says, given the generated tokens' texts;
 - ``logprobs`` are under the unmodified distribution (temperature 1, no top-p), for kept tokens only;
-- EOS is never part of ``token_ids``; generation also stops when prefix + generated fills the context window;
-- LogProbs with an empty context scores the text after :attr:`WeakEngine.bos_token_id`;
+- EOS (the generation config's and the tokenizer's) is never part of ``token_ids``; generation also stops when
+  prefix + generated fills the context window (the model config's position limit);
+- text prefixes and LogProbs contexts are tokenised with the tokenizer's special tokens (a Llama tokenizer prepends
+  BOS), LogProbs texts without; the servicer does it, so both engines see the same ids;
+- LogProbs with an empty context scores the text after :attr:`WeakEngine.bos_token_id` (BOS, else EOS);
 - a temperature below ``GREEDY_BELOW`` (services.decoding.requests) is greedy, as in vLLM.
 """
 
@@ -48,7 +51,9 @@ class WeakEngine(Protocol):
     """A frozen causal LM behind Continue and LogProbs; calls from many coroutines may overlap."""
 
     @property
-    def weights(self) -> WeightsInfo: ...
+    def weights(self) -> WeightsInfo:
+        """What ModelInfo reports: the verified weights and :attr:`tokenizer_sha256`."""
+        ...
 
     @property
     def vocab_size(self) -> int:
@@ -63,6 +68,12 @@ class WeakEngine(Protocol):
     @property
     def bos_token_id(self) -> int:
         """What an empty LogProbs context is replaced by, so the first text token has something to follow."""
+        ...
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        """:func:`~services.decoding.tokens.tokenizer_sha256` of the engine's tokenizer (also in :attr:`weights`):
+        a client hands token ids to this model only when its own tokenizer has the same fingerprint."""
         ...
 
     @property

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,8 +50,8 @@ class HFEngine(TokenizerAccessors):
     ) -> None:
         self._model = model.eval()
         self._tokenizer = tokenizer
-        self._weights = weights
         self._tokens = TokenTable.of_model(tokenizer, model)
+        self._weights = replace(weights, tokenizer_sha256=self._tokens.tokenizer_sha256)
         self._pad_id = self._tokens.pad_id(tokenizer)
         # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
         self._torch_threads = torch_threads

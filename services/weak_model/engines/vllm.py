@@ -29,13 +29,14 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import NotReady, Overloaded
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
-from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
+from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
 from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
 from services.weak_model.engine import (
     Continuation,
@@ -50,14 +51,29 @@ log = logging.getLogger(__name__)
 
 
 def engine_args(
-    path: Path, *, context_window: int, seed: int, max_num_seqs: int, device: str = "cpu"
+    path: Path,
+    *,
+    context_window: int,
+    seed: int,
+    max_num_seqs: int,
+    device: str = "cpu",
+    pad_heads: bool | None = None,
 ) -> Any:  # vllm.AsyncEngineArgs, imported lazily (importing vllm takes seconds)
-    """The AsyncLLM configuration the service uses (and the benchmark measures raw)."""
+    """The AsyncLLM configuration the service uses (and the benchmark measures raw).
+
+    ``pad_heads``: apply the GPT-2 head-padding patch in vLLM's CPU workers; None decides from the model config
+    (:func:`~services.decoding.vllm_heads.needs_padded_heads`), True/False force it (to check it is harmless).
+    """
+    from transformers import AutoConfig
     from vllm import AsyncEngineArgs
 
     cpu = device == "cpu"
+    if cpu and pad_heads is None:
+        pad_heads = needs_padded_heads(AutoConfig.from_pretrained(path))
+    pad = cpu and bool(pad_heads)
     if cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; the default takes far more
+    if pad:
         os.environ[PAD_HEADS_ENV] = "1"  # read by the worker processes vLLM starts
     return AsyncEngineArgs(
         model=str(path),
@@ -68,7 +84,7 @@ def engine_args(
         max_num_seqs=max_num_seqs,
         enable_prefix_caching=True,
         enforce_eager=cpu,
-        worker_extension_cls=PaddedHeadsWorkerExtension.qualified_name() if cpu else "",
+        worker_extension_cls=PaddedHeadsWorkerExtension.qualified_name() if pad else "",
         logprobs_mode="raw_logprobs",
         disable_log_stats=True,
     )
@@ -96,7 +112,6 @@ class VLLMEngine(TokenizerAccessors):
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
         self._path = path
-        self._weights = weights
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         config = AutoConfig.from_pretrained(path)
         try:
@@ -104,6 +119,7 @@ class VLLMEngine(TokenizerAccessors):
         except OSError:
             generation = GenerationConfig.from_model_config(config)
         self._tokens = TokenTable.build(self._tokenizer, config, generation.eos_token_id, int(config.vocab_size))
+        self._weights = replace(weights, tokenizer_sha256=self._tokens.tokenizer_sha256)
         self._vocab = BoundaryVocabulary.from_pieces(self._tokens.pieces, self._tokens.eos_ids)
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from services.weak_model import app as app_module
 from services.weak_model.service import SERVICE_NAME
 from services.weak_model.settings import WeakModelSettings
 from tests.integration.weak_model.conftest import WEAK_MODEL
+from tests.support.cli_server import cli_server
 from tests.support.prometheus import metric, scrape
 
 PROMPT = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?\n"
@@ -168,27 +166,12 @@ async def test_weights_load_from_a_registry_version_verified_against_the_store(
 
 @pytest.mark.slow
 async def test_cli_serves_until_sigterm() -> None:
-    command = [sys.executable, "-m", "services.cli", "serve", "weak-model"]
-    flags = ["--port", "0", "--no-metrics-enabled", "--log-format", "json", "--drain-delay-s", "0"]
     env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(WEAK_MODEL)}
-    process = await asyncio.create_subprocess_exec(*command, *flags, env=env, stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    try:
-        port = None
-        while port is None:
-            line = await asyncio.wait_for(process.stderr.readline(), timeout=90)
-            assert line, "the server exited before serving"
-            message = json.loads(line).get("message", "")
-            if found := re.search(r"\(sha256 [0-9a-f]{64}\) serving on 127\.0\.0\.1:(\d+)", message):
-                port = int(found.group(1))  # logged once the weights are loaded and health is SERVING
-        channel = open_channel(f"127.0.0.1:{port}")
+    async with cli_server("weak-model", env=env) as server:
+        assert re.search(r"\(sha256 [0-9a-f]{64}\) serving", server.announcement)
+        channel = open_channel(server.target)
         stub = weak_model_pb2_grpc.WeakModelServiceStub(channel)
         response = await stub.Continue(request(2, 4), timeout=10)
         assert [len(r.token_ids) for r in response.results] == [4, 4]
         await channel.close()
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        assert await server.terminate() == 0

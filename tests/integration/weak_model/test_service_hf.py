@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.common.artifacts import directory_sha256
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2
+from services.decoding.tokens import tokenizer_sha256
 from tests.integration.weak_model.conftest import WEAK_MODEL
 
 PROMPT = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?\n"
@@ -205,6 +206,7 @@ async def test_model_info_reports_the_verified_weights(weak) -> None:
     info = (await weak.stub.GetModelInfo(weak_model_pb2.WeakModelServiceGetModelInfoRequest(), timeout=5)).model
     assert info.sha256 == directory_sha256(WEAK_MODEL)
     assert (info.name, info.version, info.uri) == ("weak", 0, str(WEAK_MODEL.resolve()))
+    assert info.tokenizer_sha256 == tokenizer_sha256(AutoTokenizer.from_pretrained(WEAK_MODEL))
     assert abs(info.loaded_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=5)
     response = await weak.stub.Continue(weak_model_pb2.ContinueRequest(items=[item(PROMPT, max_new_tokens=2)]))
     assert response.model == info

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.common.artifacts import directory_sha256
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2
+from services.decoding.tokens import tokenizer_sha256
 from services.weak_model.service import SERVICE_NAME
 from tests.integration.weak_model.conftest import WEAK_MODEL, RunningWeakModel, serve_weak_model
 from tests.integration.weak_model.test_invalid_input_hf import (
@@ -222,5 +223,6 @@ async def test_model_info_reports_the_verified_weights(vllm_weak) -> None:
     info = (await vllm_weak.stub.GetModelInfo(B.WeakModelServiceGetModelInfoRequest(), timeout=5)).model
     assert info.sha256 == directory_sha256(WEAK_MODEL)
     assert (info.name, info.version, info.uri) == ("weak", 0, str(WEAK_MODEL.resolve()))
+    assert info.tokenizer_sha256 == tokenizer_sha256(AutoTokenizer.from_pretrained(WEAK_MODEL))
     response = await vllm_weak.stub.Continue(B.ContinueRequest(items=[item(PROMPT, max_new_tokens=2)]), timeout=30)
     assert response.model == info
