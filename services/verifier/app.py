@@ -62,6 +62,7 @@ async def load_model(settings: VerifierSettings, weights: VerifiedWeights) -> Ve
         max_delay_ms=settings.max_delay_ms,
         max_queue_size=settings.max_queue_size,
         torch_threads=settings.torch_threads,
+        prompts=settings.prompt_format,
     )
     await model.start()
     return model
@@ -87,7 +88,11 @@ async def start_verifier(settings: VerifierSettings) -> VerifierApp:
     http = None
     if settings.http_enabled:
         http = RewardHttpServer(
-            lambda: servicer.model, settings.host, settings.http_port, max_items=settings.max_queue_size
+            lambda: servicer.model,
+            settings.host,
+            settings.http_port,
+            max_items=settings.max_queue_size,
+            reward=settings.http_reward,
         )
         try:
             await http.start()

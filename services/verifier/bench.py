@@ -79,8 +79,11 @@ def bench_pairs(seed: int = 0) -> list[tuple[str, str]]:
     return [(q, s) for q, s, _ in load_pairs(POOL_SIZE, seed)]
 
 
-def measure_raw(config: BenchConfig, pairs: list[tuple[str, str]], total: int) -> tuple[Row, list[float]]:
-    """In-process forward passes of ``max_batch_size`` pairs; also the scores of ``pairs`` (for vLLM's check)."""
+def measure_raw(
+    config: BenchConfig, pairs: list[tuple[str, str]], total: int
+) -> tuple[Row, list[float], list[list[int]]]:
+    """In-process forward passes of ``max_batch_size`` pairs; also the scores and token ids of ``pairs`` (what vLLM
+    is given and checked against)."""
     from services.verifier.model import load_verifier
 
     model = load_verifier(config.model, max_batch_size=config.max_batch_size, torch_threads=config.torch_threads)
@@ -91,7 +94,8 @@ def measure_raw(config: BenchConfig, pairs: list[tuple[str, str]], total: int) -
         model.forward(batch)
         scored += len(batch)
     seconds = time.perf_counter() - started
-    return Row("raw forward", 1, config.max_batch_size, scored / seconds), reference
+    encoded = [model.verifier_input.ids(q, s) for q, s in pairs]
+    return Row("raw forward", 1, config.max_batch_size, scored / seconds), reference, encoded
 
 
 def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -147,24 +151,27 @@ async def _service_row(target: str, config: BenchConfig, clients: int, items: in
     return Row("service gRPC Score", clients, items, report.items_per_s, report.requests_failed)
 
 
-async def measure_vllm(config: BenchConfig, pairs: list[tuple[str, str]], reference: list[float]) -> list[Row]:
-    """vLLM's OpenAI server, pooling runner, POST /classify; rows plus max |probs - sigmoid(our score)| in the note."""
-    import aiohttp
+async def measure_vllm(config: BenchConfig, texts: list[list[int]], reference: list[float]) -> list[Row]:
+    """vLLM's OpenAI server, pooling runner, POST /classify; rows plus max |probs - sigmoid(our score)| in the note.
 
-    from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
-    from services.tasks.toy import format_verifier_input
+    ``texts`` are our encodings (token ids ending in the EOS read-out), so both servers score the same tokens.
+    """
+    import aiohttp
+    from transformers import AutoConfig
+
+    from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
 
     port = free_port()
-    extension = f"{PaddedHeadsWorkerExtension.__module__}.{PaddedHeadsWorkerExtension.__name__}"
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(config.model)]
     command += ["--runner", "pooling", "--convert", "classify", "--dtype", "float32", "--enforce-eager"]
-    command += ["--worker-extension-cls", extension, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
     command += ["--max-num-seqs", str(config.max_batch_size), "--disable-uvicorn-access-log"]
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", PAD_HEADS_ENV: "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    if needs_padded_heads(AutoConfig.from_pretrained(config.model)):
+        command += ["--worker-extension-cls", PaddedHeadsWorkerExtension.qualified_name()]
+        env[PAD_HEADS_ENV] = "1"
     process = _start(command, env)
     url = f"http://127.0.0.1:{port}"
-    # The tokenizer turns the EOS string into the EOS token: the read-out position our encoding appends.
-    texts = [format_verifier_input(q, s) + "<|endoftext|>" for q, s in pairs]
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             deadline = time.monotonic() + START_TIMEOUT_S
@@ -181,7 +188,7 @@ async def measure_vllm(config: BenchConfig, pairs: list[tuple[str, str]], refere
                     raise TimeoutError(f"vLLM's server did not start within {START_TIMEOUT_S:.0f} s")
                 await asyncio.sleep(1.0)
 
-            async def classify(inputs: list[str]) -> list[float]:
+            async def classify(inputs: list[list[int]]) -> list[float]:
                 body = {"model": str(config.model), "input": inputs}
                 async with session.post(f"{url}/classify", json=body) as response:
                     response.raise_for_status()
@@ -199,7 +206,9 @@ async def measure_vllm(config: BenchConfig, pairs: list[tuple[str, str]], refere
         _stop(process)
 
 
-async def _drive(classify, texts: list[str], clients: int, items: int, config: BenchConfig) -> tuple[int, int, float]:
+async def _drive(
+    classify, texts: list[list[int]], clients: int, items: int, config: BenchConfig
+) -> tuple[int, int, float]:
     """``clients`` loops share ``config.requests`` calls of ``items`` texts, stopping after ``config.duration_s``."""
     counts = {"sent": 0, "ok": 0, "failed": 0}
     started = time.perf_counter()
@@ -222,11 +231,11 @@ async def _drive(classify, texts: list[str], clients: int, items: int, config: B
 async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
     """Raw, then the service, then vLLM (a failure to start it becomes a skipped row)."""
     pairs = bench_pairs()
-    raw, reference = await asyncio.to_thread(measure_raw, config, pairs, config.requests * 8)
+    raw, reference, encoded = await asyncio.to_thread(measure_raw, config, pairs, config.requests * 8)
     rows = await measure_service(config)
     if config.vllm:
         try:
-            rows += await measure_vllm(config, pairs, reference)
+            rows += await measure_vllm(config, encoded, reference)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             rows.append(Row("vLLM /classify", 64, 1, None, note=f"skipped ({reason})"))

@@ -26,7 +26,6 @@ from rich.table import Table
 
 from services.tasks.styles import render
 from services.tasks.toy import format_prompt, generate, with_mistake
-from services.verifier.http_reward import END_OF_TEXT
 
 UNKNOWN = "unknown"
 """The version recorded when a response does not say which version answered it."""
@@ -239,7 +238,7 @@ class _HttpCaller(_Caller):
     async def call(self, batch: list[tuple[str, str, int]]) -> tuple[int, Version]:
         prompts = [format_prompt(q) for q, _, _ in batch]
         body = {
-            "query": [p + s + END_OF_TEXT for p, (_, s, _) in zip(prompts, batch, strict=True)],
+            "query": [p + s for p, (_, s, _) in zip(prompts, batch, strict=True)],
             "prompts": prompts,
             "labels": [str(answer) for _, _, answer in batch],
         }

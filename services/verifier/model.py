@@ -2,14 +2,16 @@
 
 One object holds one loaded checkpoint (weights, tokenizer, batcher) and is used through one reference, so a
 hot swap replaces the whole object: requests keep the object they started with and finish on it. Inputs are
-encoded exactly as the bundled verifier was trained (``encode_for_scoring``: problem, newline, solution, EOS
-as the read-out, right-padded); the score is the logit at the read-out. Forward passes run in a worker
+encoded by the task's :class:`~services.tasks.verifier_input.VerifierInput` (for the toy task exactly as the
+bundled verifier was trained: problem, newline, solution, EOS as the read-out, right-padded); the score is the logit
+at each row's read-out, taken explicitly so that PAD == EOS tokenizers score right. Forward passes run in a worker
 thread so the event loop (health checks, admission) stays responsive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,9 +25,10 @@ from transformers.utils import logging as hf_logging
 from services.common.artifacts import directory_sha256
 from services.common.batching import MicroBatcher
 from services.common.weights import WeightsInfo
-from services.tasks.steps import step_ends
-from services.tasks.toy import format_verifier_input
-from services.tasks.toy_models.verifier_training import encode_for_scoring
+from services.decoding.tokens import context_window, tokenizer_sha256
+from services.tasks.prompts import PromptFormat
+from services.tasks.toy_task import ToyTask
+from services.tasks.verifier_input import VerifierInput
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,9 @@ class StepsItem:
     step_ends: tuple[int, ...] = ()
     """Character offsets where steps end (strictly increasing, in 1..len(solution)); empty: the task's splitter."""
 
-    def ends(self) -> list[int]:
-        """The offsets whose prefixes are scored."""
-        return list(self.step_ends) if self.step_ends else step_ends(self.solution)
+    def ends(self, split: Callable[[str], list[int]]) -> list[int]:
+        """The offsets whose prefixes are scored; ``split`` gives the task's step ends when none were sent."""
+        return list(self.step_ends) if self.step_ends else split(self.solution)
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,14 @@ class VerifierModel:
         max_delay_ms: float,
         max_queue_size: int,
         torch_threads: int,
+        prompts: PromptFormat | None = None,
     ) -> None:
-        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError("the verifier's tokenizer needs an EOS (read-out) and a pad token")
         self._model = model.eval()
         self._tokenizer = tokenizer
+        self.prompts = prompts or PromptFormat(ToyTask(), tokenizer)
+        self._input = VerifierInput(self.prompts)
         self._weights = weights
-        self._context_window = int(model.config.n_positions)
+        self._context_window = context_window(model.config, tokenizer)
         self._torch_threads = torch_threads
         self._batcher = MicroBatcher[Pair, float](
             "verifier.score",
@@ -104,9 +108,22 @@ class VerifierModel:
         """Pairs admitted and waiting for a forward pass."""
         return self._batcher.queue_depth
 
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._tokenizer
+
+    @property
+    def verifier_input(self) -> VerifierInput:
+        """How pairs become token ids and read-out positions (shared with the retraining job)."""
+        return self._input
+
     def token_count(self, problem: str, solution: str) -> int:
         """Tokens the pair is scored as, the EOS read-out included."""
-        return len(self._tokenizer.encode(format_verifier_input(problem, solution))) + 1
+        return self._input.token_count(problem, solution)
+
+    def step_ends(self, solution: str) -> list[int]:
+        """Where the task cuts ``solution`` into steps: the prefixes ScoreSteps scores when the client sends none."""
+        return [step.end for step in self.prompts.task.split_steps(solution)]
 
     async def start(self) -> None:
         """Start the micro-batcher; called once before serving."""
@@ -132,8 +149,7 @@ class VerifierModel:
         scores = [0.0] * len(pairs)
         for start in range(0, len(order), FORWARD_ROWS):
             rows = order[start : start + FORWARD_ROWS]
-            ids, mask = encode_for_scoring(self._tokenizer, [pairs[i] for i in rows])
-            logits = self._model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()
+            logits = self._input.logits(self._model, [pairs[i] for i in rows]).tolist()
             for i, logit in zip(rows, logits, strict=True):
                 scores[i] = float(logit)
         return scores
@@ -144,7 +160,7 @@ class VerifierModel:
 
     async def score_steps(self, items: Sequence[StepsItem]) -> list[list[StepScore]]:
         """One score per step prefix of each item; all prefixes are submitted together and share forward passes."""
-        ends = [item.ends() for item in items]
+        ends = [item.ends(self.step_ends) for item in items]
         pairs = [
             (item.problem, item.solution[:end])
             for item, item_ends in zip(items, ends, strict=True)
@@ -175,10 +191,13 @@ def load_verifier(
     max_delay_ms: float = 5.0,
     max_queue_size: int = 1024,
     torch_threads: int = 1,
+    prompts: Callable[[PreTrainedTokenizerBase], PromptFormat] | None = None,
 ) -> VerifierModel:
     """Load ``path`` once (float32, eval mode, no gradients) into a VerifierModel (not started yet).
 
-    ``describe(loaded_at)`` says what responses report; by default the plain path, version 0, its manifest sha256.
+    ``describe(loaded_at)`` says what responses report; by default the plain path, version 0, its manifest sha256
+    (the tokenizer's hash is added either way). ``prompts(tokenizer)`` gives the task's prompt format for the
+    checkpoint's tokenizer; by default the toy task, chat template when the tokenizer has one.
     """
     torch.set_num_threads(torch_threads)
     hf_logging.disable_progress_bar()
@@ -193,6 +212,7 @@ def load_verifier(
         weights = WeightsInfo("verifier", 0, directory_sha256(path), loaded_at, str(path))
     else:
         weights = describe(loaded_at)
+    weights = dataclasses.replace(weights, tokenizer_sha256=tokenizer_sha256(tokenizer))
     return VerifierModel(
         model,
         tokenizer,
@@ -201,4 +221,5 @@ def load_verifier(
         max_delay_ms=max_delay_ms,
         max_queue_size=max_queue_size,
         torch_threads=torch_threads,
+        prompts=prompts(tokenizer) if prompts is not None else None,
     )

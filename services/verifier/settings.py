@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from services.common.bundled_models import BUNDLED_VERIFIER
 from services.common.settings import ModelSourceSettings, ServerSettings
+from services.tasks.settings import TaskSettings
 
 
-class VerifierSettings(ServerSettings, ModelSourceSettings):
-    """Serve a verifier (sequence-classification model) behind Score and ScoreSteps."""
+class VerifierSettings(ServerSettings, ModelSourceSettings, TaskSettings):
+    """Serve a verifier (any sequence-classification checkpoint with one label) behind Score, ScoreSteps and
+    /get_reward; the task settings say how pairs are rendered (the same verifier input the retraining job uses)."""
 
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one."""
@@ -33,5 +36,9 @@ class VerifierSettings(ServerSettings, ModelSourceSettings):
     """Most pairs waiting; past it, RESOURCE_EXHAUSTED at once. Also the most pairs one request may hold."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads for the forward passes."""
+    http_reward: Literal["verifier", "correctness", "correctness+verifier"] = "verifier"
+    """What /get_reward returns as ``rewards``: verifier (the score, a logit), correctness (1 or 0: the task's checker
+    against each request label's final answer, or the label itself when it states none; labels required), or
+    correctness+verifier (their sum). ``scores`` stays in 0..1: the sigmoid, the correctness, or their mean."""
     watch_registry: bool = False
     """Watch the registry and hot-swap to each newer version of model_name (re-read every reconcile_interval_s)."""

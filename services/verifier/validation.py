@@ -14,12 +14,14 @@ from services.verifier.model import Pair, StepsItem
 
 
 class TextWindow(Protocol):
-    """What validation needs from a model."""
+    """What validation needs from a model: its window in tokens and the task's step splitter."""
 
     @property
     def context_window(self) -> int: ...
 
     def token_count(self, problem: str, solution: str) -> int: ...
+
+    def step_ends(self, solution: str) -> list[int]: ...
 
 
 def check_version(min_version: int, serving_version: int) -> None:
@@ -81,7 +83,7 @@ def validate_score_steps(
                 )
             previous = end
         items.append(StepsItem(item.problem, item.solution, tuple(item.step_ends)))
-    prefixes = sum(len(item.ends()) for item in items)
+    prefixes = sum(len(item.ends(model.step_ends)) for item in items)
     if prefixes > max_items:
         raise InvalidArgument("items", f"{prefixes} step prefixes to score, at most {max_items} per request")
     return items

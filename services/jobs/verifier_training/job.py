@@ -28,13 +28,13 @@ from services.common.artifacts import ArtifactStore
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry
 from services.common.samples import LabelledSample, load_samples
+from services.decoding.tokens import context_window
 from services.jobs.verifier_training.evaluation import held_out_metrics
 from services.jobs.verifier_training.losses import bradley_terry_loss, cross_entropy_loss
 from services.jobs.verifier_training.mixture import RoundMixture, build_mixture
 from services.jobs.verifier_training.settings import TrainVerifierSettings
-from services.tasks.toy import format_verifier_input
 from services.tasks.toy_models.training import Schedule, train_steps
-from services.tasks.toy_models.verifier_training import encode_for_scoring, score
+from services.tasks.verifier_input import VerifierInput
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +47,31 @@ class TrainedVerifier:
     """The published version record; None when settings.publish is off."""
 
 
-def _init_model(settings: TrainVerifierSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _init_model(settings: TrainVerifierSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, VerifierInput]:
+    """The initialisation's body with a fresh one-logit score head, its tokenizer, and the task's verifier input.
+
+    Any causal LM checkpoint works (GPT-2, Llama, Qwen2): transformers builds its sequence-classification class.
+    """
     torch.manual_seed(settings.seed)  # the fresh score head is drawn from this seed
     tokenizer = AutoTokenizer.from_pretrained(settings.init_model_path)
+    encoder = VerifierInput(settings.prompt_format(tokenizer))
     model = AutoModelForSequenceClassification.from_pretrained(settings.init_model_path, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    # Scores are read at the EOS explicitly; the pad id is saved so HF's own forward can batch the checkpoint too.
+    model.config.pad_token_id = encoder.pad_id
+    return model, tokenizer, encoder
 
 
-def _fits(tokenizer: PreTrainedTokenizerBase, window: int, sample: LabelledSample) -> bool:
-    # +1 for the EOS read-out position the verifier scores at.
-    return len(tokenizer.encode(format_verifier_input(sample.problem, sample.solution))) + 1 <= window
+def _fits(encoder: VerifierInput, window: int, sample: LabelledSample) -> bool:
+    return encoder.token_count(sample.problem, sample.solution) <= window  # the EOS read-out included
 
 
 def _loss_of_batch(
-    settings: TrainVerifierSettings, mixture: RoundMixture, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+    settings: TrainVerifierSettings, mixture: RoundMixture, model: PreTrainedModel, encoder: VerifierInput
 ) -> Callable[[random.Random], torch.Tensor]:
     def loss_of_batch(rng: random.Random) -> torch.Tensor:
         groups = mixture.draw_batch(rng, settings.problems_per_batch, settings.solutions_per_problem)
         batch = [s for g in groups for s in g]
-        ids, mask = encode_for_scoring(tokenizer, [(s.problem, s.solution) for s in batch])
-        scores = model(input_ids=ids, attention_mask=mask).logits[:, 0]
+        scores = encoder.logits(model, [(s.problem, s.solution) for s in batch])
         correct = torch.tensor([float(s.correct) for s in batch])
         if settings.loss == "cross-entropy":
             return cross_entropy_loss(scores, correct)
@@ -95,9 +99,9 @@ def train_verifier_job(settings: TrainVerifierSettings, console: Console | None 
         samples += loaded
         inputs.append({"source": source, "sha256": sha256, "samples": len(loaded)})
 
-    model, tokenizer = _init_model(settings)
-    window = int(model.config.n_positions)
-    fitting = [s for s in samples if _fits(tokenizer, window, s)]
+    model, tokenizer, encoder = _init_model(settings)
+    window = context_window(model.config, tokenizer)
+    fitting = [s for s in samples if _fits(encoder, window, s)]
     mixture = build_mixture(fitting, settings.held_out_fraction)
     log.info("training on %s", mixture.summary())
 
@@ -118,13 +122,13 @@ def train_verifier_job(settings: TrainVerifierSettings, console: Console | None 
         losses = train_steps(
             model,
             schedule,
-            _loss_of_batch(settings, mixture, model, tokenizer),
+            _loss_of_batch(settings, mixture, model, encoder),
             random.Random(settings.seed),
             progress,
             "train verifier",
         )
 
-    scores = score(model, tokenizer, [(s.problem, s.solution) for s in mixture.held_out])
+    scores = encoder.scores(model, [(s.problem, s.solution) for s in mixture.held_out])
     metrics = held_out_metrics(mixture.held_out, scores)
     metrics["final_loss"] = sum(losses[-50:]) / len(losses[-50:])
     metrics["train_minutes"] = (time.perf_counter() - started) / 60

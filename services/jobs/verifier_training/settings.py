@@ -9,15 +9,20 @@ from pydantic import Field, field_validator
 
 from services.common.bundled_models import BUNDLED_WEAK
 from services.common.settings import LoggingSettings, StoreSettings
+from services.tasks.settings import TaskSettings
 
 
-class TrainVerifierSettings(StoreSettings, LoggingSettings):
-    """Train a verifier from its initialisation on labelled samples of every round so far, then publish it."""
+class TrainVerifierSettings(StoreSettings, LoggingSettings, TaskSettings):
+    """Train a verifier from its initialisation on labelled samples of every round so far, then publish it.
+
+    The task settings (``--task``, ``--data``, ``--chat-template``) say how pairs are rendered: the same verifier
+    input the verifier service scores, so a trained checkpoint serves with the same task settings."""
 
     samples: list[str] = Field(min_length=1)
     """Sample sets: artifact:// uris of stored rounds or local .jsonl files (repeat the flag, or a JSON list)."""
     init_model_path: Path = BUNDLED_WEAK
-    """Initialisation: a causal LM whose body the verifier starts from (a fresh score head every round)."""
+    """Initialisation: a causal LM checkpoint (GPT-2, Llama, Qwen2, …) whose body the verifier starts from (a fresh
+    score head every round); pairs are encoded with its tokenizer (its EOS the read-out) and the task's format."""
     loss: Literal["bradley-terry", "cross-entropy"] = "bradley-terry"
     """Bradley–Terry over same-problem pairs plus centring_lambda·V², or cross-entropy on correctness."""
     centering_lambda: float = Field(0.01, ge=0)

@@ -11,8 +11,10 @@ import torch
 from rich.progress import Progress
 from transformers import GPT2ForSequenceClassification, PreTrainedTokenizerFast
 
-from services.tasks.toy import format_verifier_input
+from services.tasks.prompts import PromptFormat
 from services.tasks.toy_models.training import Schedule, train_steps
+from services.tasks.toy_task import ToyTask
+from services.tasks.verifier_input import VerifierInput
 
 
 @dataclass(frozen=True)
@@ -24,21 +26,11 @@ class LabelledSolution:
     """Which model wrote it: weak or strong."""
 
 
-def encode_for_scoring(
-    tokenizer: PreTrainedTokenizerFast, pairs: Sequence[tuple[str, str]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids ending in EOS (the read-out position) and the attention mask."""
-    rows = [[*tokenizer.encode(format_verifier_input(q, s)), tokenizer.eos_token_id] for q, s in pairs]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
+def toy_verifier_input(tokenizer: PreTrainedTokenizerFast) -> VerifierInput:
+    """The toy verifier input for ``tokenizer``: problem, newline, solution, EOS as the read-out, right-padded."""
+    return VerifierInput(PromptFormat(ToyTask(), tokenizer))
 
 
-@torch.inference_mode()
 def score(
     model: GPT2ForSequenceClassification,
     tokenizer: PreTrainedTokenizerFast,
@@ -46,11 +38,7 @@ def score(
     batch_size: int = 256,
 ) -> list[float]:
     """The verifier's logit for each (question, solution)."""
-    scores: list[float] = []
-    for start in range(0, len(pairs), batch_size):
-        ids, mask = encode_for_scoring(tokenizer, pairs[start : start + batch_size])
-        scores += model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()
-    return scores
+    return toy_verifier_input(tokenizer).scores(model, pairs, batch_size)
 
 
 def train_verifier(
@@ -70,12 +58,12 @@ def train_verifier(
     if not correct or not incorrect:
         raise ValueError(f"need both labels to train a verifier: {len(correct)} correct, {len(incorrect)} incorrect")
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    encoder = toy_verifier_input(tokenizer)
 
     def loss_of_batch(rng: random.Random) -> torch.Tensor:
         half = schedule.batch_size // 2
         batch = rng.choices(correct, k=half) + rng.choices(incorrect, k=schedule.batch_size - half)
-        ids, mask = encode_for_scoring(tokenizer, [(s.question, s.solution) for s in batch])
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, 0]
+        logits = encoder.logits(model, [(s.question, s.solution) for s in batch])
         return loss_fn(logits, torch.tensor([float(s.correct) for s in batch]))
 
     train_steps(model, schedule, loss_of_batch, random.Random(seed), progress, "verifier")

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc
+from services.tasks.prompts import ChatTemplateMode, PromptFormat
+from services.tasks.toy_task import ToyTask
+from services.tasks.verifier_input import VerifierInput
 from services.verifier.app import VerifierApp, start_verifier
 from services.verifier.settings import VerifierSettings
 from tests.support.running import QUICK, RunningService, ServiceGroup
 
 VERIFIER_MODEL = Path(__file__).resolve().parents[3] / "models" / "verifier"
+
+
+def exact_scores(path: Path, pairs: Sequence[tuple[str, str]], chat_template: ChatTemplateMode = "auto") -> list[float]:
+    """Reference scores: transformers' own forward on one unpadded row at a time, with no pad id configured, so
+    it reads the logit of the last token (the EOS) whatever the tokenizer's PAD is. Toy task formats."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    model.config.pad_token_id = None
+    encoder = VerifierInput(PromptFormat(ToyTask(), tokenizer, chat_template))
+    with torch.no_grad():
+        return [float(model(input_ids=torch.tensor([encoder.ids(q, s)])).logits[0, 0]) for q, s in pairs]
 
 
 RunningVerifier = RunningService[VerifierApp, verifier_pb2_grpc.VerifierServiceStub]

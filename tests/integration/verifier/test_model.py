@@ -9,7 +9,9 @@ import grpc
 import pytest
 
 from services.common.errors import NotReady
-from services.tasks.steps import step_ends
+from services.tasks.prompts import PromptFormat
+from services.tasks.steps import Step, step_ends
+from services.tasks.toy_task import ToyTask
 from services.verifier.model import StepsItem, load_verifier
 from tests.integration.verifier.conftest import VERIFIER_MODEL
 
@@ -41,6 +43,29 @@ async def test_score_steps_submits_every_prefix_and_regroups_them(loaded) -> Non
         want = loaded.forward(prefixes)
         got = [s.score for s in scored[0]] + [scored[1][0].score]
         assert got == pytest.approx(want, abs=1e-5)
+    finally:
+        await loaded.close()
+
+
+class SentenceSteps(ToyTask):
+    """A task that cuts solutions after every full stop: ScoreSteps must follow it, not the line splitter."""
+
+    def split_steps(self, solution: str) -> list[Step]:
+        ends = [i + 1 for i, c in enumerate(solution) if c == "."] + [len(solution)]
+        starts = [0, *ends[:-1]]
+        return [Step(a, b, solution[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
+async def test_score_steps_without_ends_follows_the_tasks_splitter() -> None:
+    loaded = load_verifier(
+        VERIFIER_MODEL, max_delay_ms=1, prompts=lambda tokenizer: PromptFormat(SentenceSteps(), tokenizer)
+    )
+    await loaded.start()
+    try:
+        (scored,) = await loaded.score_steps([StepsItem(PROBLEM, SOLUTION)])
+        assert [s.end for s in scored] == [7, 16, len(SOLUTION)] != step_ends(SOLUTION)
+        want = loaded.forward([(PROBLEM, SOLUTION[:7]), (PROBLEM, SOLUTION[:16]), (PROBLEM, SOLUTION)])
+        assert [s.score for s in scored] == pytest.approx(want, abs=1e-5)
     finally:
         await loaded.close()
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from services.verifier import app as app_module
 from services.verifier.service import SERVICE_NAME
 from services.verifier.settings import VerifierSettings
 from tests.integration.verifier.conftest import VERIFIER_MODEL
+from tests.support.cli_server import cli_server
 from tests.support.prometheus import metric, scrape
 
 PROBLEM = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?"
@@ -174,27 +172,12 @@ async def test_weights_load_from_a_registry_version_verified_against_the_store(
 
 @pytest.mark.slow
 async def test_cli_serves_until_sigterm() -> None:
-    command = [sys.executable, "-m", "services.cli", "serve", "verifier"]
-    flags = ["--port", "0", "--http-port", "0", "--no-metrics-enabled", "--log-format", "json", "--drain-delay-s", "0"]
     env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(VERIFIER_MODEL)}
-    process = await asyncio.create_subprocess_exec(*command, *flags, env=env, stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    try:
-        port = None
-        while port is None:
-            line = await asyncio.wait_for(process.stderr.readline(), timeout=90)
-            assert line, "the server exited before serving"
-            message = json.loads(line).get("message", "")
-            if found := re.search(r"\(sha256 [0-9a-f]{64}\) serving on 127\.0\.0\.1:(\d+)", message):
-                port = int(found.group(1))  # logged once the weights are loaded and health is SERVING
-        channel = open_channel(f"127.0.0.1:{port}")
+    async with cli_server("verifier", "--http-port", "0", env=env) as server:
+        assert re.search(r"\(sha256 [0-9a-f]{64}\) serving", server.announcement)
+        channel = open_channel(server.target)
         stub = verifier_pb2_grpc.VerifierServiceStub(channel)
         response = await stub.Score(request(2), timeout=10)
         assert len(response.results) == 2 and response.model.sha256 == directory_sha256(VERIFIER_MODEL)
         await channel.close()
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        assert await server.terminate() == 0

@@ -9,6 +9,7 @@ import pytest
 
 from services.common.errors import InvalidArgument, VersionNotReached
 from services.common.genproto.legibility.v1 import verifier_pb2
+from services.tasks.steps import step_ends
 from services.verifier.model import StepsItem
 from services.verifier.service import probability
 from services.verifier.validation import check_version, validate_score, validate_score_steps
@@ -22,6 +23,16 @@ class CharWindow:
     def token_count(self, problem: str, solution: str) -> int:
         return len(problem) + 1 + len(solution) + 1
 
+    def step_ends(self, solution: str) -> list[int]:
+        return step_ends(solution)
+
+
+class CharSteps(CharWindow):
+    """A task whose steps are single characters: the prefix bound must count with the task's splitter."""
+
+    def step_ends(self, solution: str) -> list[int]:
+        return list(range(1, len(solution) + 1))
+
 
 def steps(*items: tuple[str, str, list[int]]) -> verifier_pb2.ScoreStepsRequest:
     return verifier_pb2.ScoreStepsRequest(
@@ -34,7 +45,7 @@ def test_valid_requests_become_pairs_and_steps_items() -> None:
     assert validate_score(request, CharWindow(), max_items=4) == [("Q?", "1+1=2.\n#### 2")]
     items = validate_score_steps(steps(("Q?", "1+1=2.\n#### 2", []), ("Q?", "abc", [1, 3])), CharWindow(), max_items=4)
     assert items == [StepsItem("Q?", "1+1=2.\n#### 2", ()), StepsItem("Q?", "abc", (1, 3))]
-    assert [item.ends() for item in items] == [[7, 13], [1, 3]]
+    assert [item.ends(CharWindow().step_ends) for item in items] == [[7, 13], [1, 3]]
 
 
 @pytest.mark.parametrize(
@@ -51,6 +62,17 @@ def test_bad_items_name_their_field(request_: verifier_pb2.ScoreStepsRequest, fi
         validate_score_steps(request_, CharWindow(), max_items=5)
     assert info.value.field == field
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_prefix_bound_counts_the_tasks_steps() -> None:
+    request = steps(("Q?", "abcd", []))  # one line: 1 prefix by lines, 4 by characters
+    assert [item.ends(CharSteps().step_ends) for item in validate_score_steps(request, CharSteps(), max_items=4)] == [
+        [1, 2, 3, 4]
+    ]
+    assert len(validate_score_steps(request, CharWindow(), max_items=1)) == 1
+    with pytest.raises(InvalidArgument) as info:
+        validate_score_steps(request, CharSteps(), max_items=3)
+    assert info.value.field == "items" and "4 step prefixes" in info.value.problem
 
 
 def test_min_version_above_the_served_one_is_failed_precondition() -> None:

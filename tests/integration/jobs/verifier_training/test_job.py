@@ -100,6 +100,7 @@ def test_same_seed_same_weights_other_seed_other_weights(toy_samples: list[Label
     assert not torch.equal(first["score.weight"], other["score.weight"])
 
 
+@pytest.mark.timeout(400)  # 100 training steps: under a minute alone, longer on a busy 2-core machine
 def test_cross_entropy_loss_trains_too(toy_samples: list[LabelledSample], tmp_path: Path) -> None:
     data = tmp_path / "samples.jsonl"
     write_jsonl(data, toy_samples)
