@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines for collectors, rich console output for people."""
+"""Structured logging: JSON lines for collectors, rich console output for people, plain lines for files."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def configure_logging(level: str = "INFO", fmt: str = "console", service: str | 
                 static_fields=static,
             )
         )
+    elif not sys.stderr.isatty():
+        # A log file or a pipe (the demo's logs/, kubectl logs, a test): one line per record, never wrapped at the
+        # console's width, so a message can be grepped whatever the terminal or the length of a path in it.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s", "%H:%M:%S"))
     else:
         handler = RichHandler(
             console=Console(stderr=True), show_path=False, rich_tracebacks=True, log_time_format="%H:%M:%S"
