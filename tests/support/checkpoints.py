@@ -67,8 +67,8 @@ def _corpus(count: int = 400) -> list[str]:
         lines.append(render(problem, "plain"))
         lines.append(render(problem, "jargon"))
     lines += [
-        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
-        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72",
+        "Omar packs 36 jars on Monday and a third as many on Tuesday. How many jars does he pack?",
+        "Omar packs 36/3 = <<36/3=12>>12 jars on Tuesday.\nHe packs 36+12 = <<36+12=48>>48 jars.\n#### 48",
         "What is $\\frac{1}{2} + \\frac{1}{3}$? The answer is $\\boxed{\\frac{5}{6}}$.",
     ]
     return lines
