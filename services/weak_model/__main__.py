@@ -14,13 +14,19 @@ from services.weak_model.settings import WeakModelSettings
 log = logging.getLogger("services.weak_model")
 
 
+class EngineFailed(RuntimeError):
+    """The engine died and could not be restarted: exit non-zero so the orchestrator restarts the process."""
+
+
 async def serve(settings: WeakModelSettings) -> None:
-    """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+    """Start, serve until SIGTERM/SIGINT (or the engine gives up), stop gracefully."""
     app = await start_weak_model(settings)
     try:
         await app.server.run_until_signal()
     finally:
         await app.engine.close()
+    if app.failure is not None:
+        raise EngineFailed(app.failure)
 
 
 def main(args: list[str] | None = None, prog: str = "python -m services.weak_model") -> None:
@@ -32,6 +38,9 @@ def main(args: list[str] | None = None, prog: str = "python -m services.weak_mod
     except (ArtifactError, NotImplementedError) as error:
         log.error("refusing to start: %s", error)
         sys.exit(1)
+    except EngineFailed as error:
+        log.error("stopped: %s", error)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

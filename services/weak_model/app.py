@@ -26,6 +26,12 @@ class WeakModelApp:
     server: GrpcServer
     servicer: WeakModelServicer
     engine: WeakEngine
+    failures: list[str]
+    """Why the service stopped itself (the engine died and could not be restarted); empty while healthy."""
+
+    @property
+    def failure(self) -> str | None:
+        return self.failures[0] if self.failures else None
 
     async def stop(self) -> None:
         """Graceful server stop (in-flight calls finish), then the engine's workers."""
@@ -51,7 +57,14 @@ async def start_weak_model(settings: WeakModelSettings) -> WeakModelApp:
         await server.stop()
         raise
     servicer.attach(engine)
+    failures: list[str] = []
+
+    def give_up(reason: str) -> None:
+        failures.append(reason)
+        server.request_stop()  # run_until_signal returns; the process exits non-zero (see __main__)
+
+    engine.supervise(server.set_serving, give_up)
     MODEL_VERSION.labels(weights.name).set(weights.version)
     await server.set_serving(True)
     log.info("%s v%d (sha256 %s) serving on %s", weights.name, weights.version, weights.sha256, server.address)
-    return WeakModelApp(settings, server, servicer, engine)
+    return WeakModelApp(settings, server, servicer, engine, failures)

@@ -15,7 +15,7 @@ Engines must agree on semantics so results match across them:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -97,6 +97,12 @@ class WeakEngine(Protocol):
 
     async def close(self) -> None:
         """Stop workers; calls still waiting fail with NotReady."""
+        ...
+
+    def supervise(self, on_health: Callable[[bool], Awaitable[None]], give_up: Callable[[str], None]) -> None:
+        """Report the engine's own health: ``on_health(False)`` when it dies apart from the process (vLLM's engine
+        core), ``on_health(True)`` once restarted, ``give_up(reason)`` when it cannot be. In-process engines never
+        call them: their failures are the failing call's."""
         ...
 
     async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:

@@ -36,3 +36,8 @@ class WeakModelSettings(ServerSettings, ModelSourceSettings):
     """torch intra-op threads (the transformers engine)."""
     vllm_seed: int = Field(0, ge=0)
     """vLLM engine seed (unseeded sampling); per-item seeds still give reproducible items."""
+    engine_max_restarts: int = Field(3, ge=0)
+    """vllm: restarts in a row after the engine core dies (health NOT_SERVING meanwhile); past them the service
+    exits non-zero for the orchestrator to restart it. 0 = exit at the first death."""
+    engine_restart_backoff_s: float = Field(2.0, ge=0)
+    """vllm: wait before the first restart, doubled for each further one."""

@@ -33,6 +33,8 @@ def load_engine(settings: WeakModelSettings, weights: VerifiedWeights) -> WeakEn
             max_batch_size=settings.max_batch_size,
             max_queue_size=settings.max_queue_size,
             seed=settings.vllm_seed,
+            max_restarts=settings.engine_max_restarts,
+            restart_backoff_s=settings.engine_restart_backoff_s,
         )
         engine.load()
         return engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +76,9 @@ class HFEngine(TokenizerAccessors):
     async def close(self) -> None:
         await self._continue.stop()
         await self._logprobs.stop()
+
+    def supervise(self, on_health: Callable[[bool], Awaitable[None]], give_up: Callable[[str], None]) -> None:
+        """Nothing to watch: the model runs in this process, and a failing forward pass fails its own call."""
 
     async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:
         return await self._continue.submit_many(requests)

@@ -16,6 +16,14 @@ Results match the transformers engine: continuations are cut by
   request gets :class:`~services.common.errors.Overloaded` at once, all of its items or none, like the
   transformers engine's micro-batcher.
 
+- Seeded sampling on CPU: vLLM rewinds a request's random generator after a partial (chunked) prefill, which only
+  CUDA's generators support; on CPU that kills the engine core ("CPU Generator does not use offset") as soon as a
+  batch of seeded requests splits a prompt. On CPU chunked prefill is therefore off, with a token budget per step
+  of at least one whole context window, so every prompt is prefilled in one step.
+- Engine death: the :class:`~services.decoding.vllm_supervisor.EngineSupervisor` owns the ``AsyncLLM``: health goes
+  NOT_SERVING as soon as the engine core dies, calls get :class:`~services.common.errors.NotReady` (UNAVAILABLE),
+  and the engine restarts with backoff, or the service exits non-zero after ``max_restarts``.
+
 vLLM runs its engine core in a child process (``spawn`` on CPU): whatever starts this engine must be importable
 without side effects, i.e. a script starts it under ``if __name__ == "__main__":`` (the CLI and pytest do).
 """
@@ -23,7 +31,6 @@ without side effects, i.e. a script starts it under ``if __name__ == "__main__":
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import math
@@ -38,6 +45,7 @@ from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
 from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
+from services.decoding.vllm_supervisor import EngineSupervisor, GiveUpCallback, HealthCallback
 from services.weak_model.engine import (
     Continuation,
     LogProbsRequest,
@@ -56,17 +64,22 @@ def engine_args(
     context_window: int,
     seed: int,
     max_num_seqs: int,
-    device: str = "cpu",
+    device: str | None = None,
     pad_heads: bool | None = None,
 ) -> Any:  # vllm.AsyncEngineArgs, imported lazily (importing vllm takes seconds)
     """The AsyncLLM configuration the service uses (and the benchmark measures raw).
 
-    ``pad_heads``: apply the GPT-2 head-padding patch in vLLM's CPU workers; None decides from the model config
-    (:func:`~services.decoding.vllm_heads.needs_padded_heads`), True/False force it (to check it is harmless).
+    ``device``: None = the platform vLLM detects. ``pad_heads``: apply the GPT-2 head-padding patch in vLLM's CPU
+    workers; None decides from the model config (:func:`~services.decoding.vllm_heads.needs_padded_heads`),
+    True/False force it (to check it is harmless).
     """
     from transformers import AutoConfig
     from vllm import AsyncEngineArgs
 
+    if device is None:
+        from vllm.platforms import current_platform
+
+        device = "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
     cpu = device == "cpu"
     if cpu and pad_heads is None:
         pad_heads = needs_padded_heads(AutoConfig.from_pretrained(path))
@@ -83,6 +96,9 @@ def engine_args(
         max_model_len=context_window,
         max_num_seqs=max_num_seqs,
         enable_prefix_caching=True,
+        # CPU: no chunked prefill, so a seeded request's generator is never rewound (see the module docstring).
+        enable_chunked_prefill=not cpu,
+        max_num_batched_tokens=max(context_window, 2048) if cpu else None,
         enforce_eager=cpu,
         worker_extension_cls=PaddedHeadsWorkerExtension.qualified_name() if pad else "",
         logprobs_mode="raw_logprobs",
@@ -108,6 +124,8 @@ class VLLMEngine(TokenizerAccessors):
         max_batch_size: int,
         max_queue_size: int,
         seed: int = 0,
+        max_restarts: int = 3,
+        restart_backoff_s: float = 2.0,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
@@ -126,7 +144,9 @@ class VLLMEngine(TokenizerAccessors):
         self._seed = seed
         self._inflight = 0
         self._ids = itertools.count()
-        self._llm: Any = None
+        self._supervisor = EngineSupervisor(
+            "weak_model", self._start_llm, max_restarts=max_restarts, backoff_s=restart_backoff_s
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- the Protocol's properties and tokenizer helpers ------------------------------------------------------
@@ -142,40 +162,47 @@ class VLLMEngine(TokenizerAccessors):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
+    def _start_llm(self) -> Any:
+        args = engine_args(
+            self._path,
+            context_window=self.context_window,
+            seed=self._seed,
+            max_num_seqs=self._max_batch_size,
+        )
+        llm = start_async_llm(args)
+        log.info("vLLM engine started on %s", self._path)
+        return llm
+
     def load(self) -> None:
         """Start the AsyncLLM (blocking, tens of seconds on CPU: call it in a thread)."""
-        if self._llm is None:
-            args = engine_args(
-                self._path,
-                context_window=self.context_window,
-                seed=self._seed,
-                max_num_seqs=self._max_batch_size,
-            )
-            self._llm = start_async_llm(args)
-            log.info("vLLM engine started on %s", self._path)
+        self._supervisor.load()
 
     async def start(self) -> None:
-        if self._llm is None:
-            await asyncio.to_thread(self.load)
+        await self._supervisor.start()
+
+    def supervise(self, on_health: HealthCallback, give_up: GiveUpCallback) -> None:
+        """Engine death flips health through ``on_health``; ``give_up`` is called when every restart failed."""
+        self._supervisor.connect(on_health, give_up)
+
+    @property
+    def failures(self) -> int:
+        """Engine deaths so far (each one restarted or given up on)."""
+        return self._supervisor.failures
 
     async def close(self) -> None:
         """Fail what is running with NotReady, then shut the engine-core process down."""
-        llm, self._llm = self._llm, None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if llm is not None:
-            llm.shutdown()
-            del llm
-            gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit
-            log.info("vLLM engine stopped")
+        await self._supervisor.close()
+        log.info("vLLM engine stopped")
 
     # -- admission ---------------------------------------------------------------------------------------------
 
     async def _admitted(self, name: str, items: Sequence[Any], run: Any) -> list[Any]:
-        if self._llm is None:
-            raise NotReady(f"weak_model.{name}: the vLLM engine is not running")
+        if self._supervisor.llm is None:
+            raise NotReady(f"weak_model.{name}: the vLLM engine is not running (starting or restarting)")
         waiting = self.queue_depth
         if max(0, self._inflight + len(items) - self._max_batch_size) > self._max_queue_size:
             raise Overloaded(
@@ -210,18 +237,23 @@ class VLLMEngine(TokenizerAccessors):
 
     async def _generate(self, prompt_ids: list[int], params: Any) -> Any:
         from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
 
-        llm = self._llm
+        llm = self._supervisor.llm
         if llm is None:
-            raise NotReady("weak_model: the vLLM engine stopped")
+            raise NotReady("weak_model: the vLLM engine is not running (starting or restarting)")
         request_id = f"weak-{next(self._ids)}"
         final = None
         try:
             async for output in llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
                 final = output
         except asyncio.CancelledError:
-            await llm.abort(request_id)
+            if not llm.errored:
+                await llm.abort(request_id)
             raise
+        except EngineDeadError:
+            self._supervisor.report_dead(llm, "EngineDeadError in a call")
+            raise NotReady("weak_model: the vLLM engine died; it is restarting (see the server log)") from None
         if final is None:
             raise RuntimeError(f"vLLM returned nothing for {request_id}")
         return final

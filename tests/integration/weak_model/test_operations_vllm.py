@@ -3,6 +3,7 @@ stops the server and every one of them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import psutil
@@ -40,3 +41,27 @@ async def test_cli_serves_with_vllm_and_sigterm_leaves_no_processes_behind() -> 
         for child in children:
             if child.is_running():
                 child.kill()
+
+
+def engine_core(server_pid: int) -> psutil.Process:
+    """vLLM's engine-core process under the server (vLLM names it ``VLLM::EngineCore``)."""
+    children = psutil.Process(server_pid).children(recursive=True)
+    cores = [c for c in children if "EngineCore" in c.name() or "EngineCore" in " ".join(c.cmdline())]
+    assert len(cores) == 1, [(c.pid, c.name()) for c in children]
+    return cores[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_cli_exits_with_status_3_when_the_engine_dies_and_restarts_are_used_up() -> None:
+    env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(WEAK_MODEL)}
+    async with cli_server(
+        "weak-model", "--engine", "vllm", "--engine-max-restarts", "0", env=env, start_timeout_s=240
+    ) as server:
+        assert server.process.stderr is not None
+        logs = asyncio.ensure_future(server.process.stderr.read())  # the pipe must not fill while it shuts down
+        core = engine_core(server.process.pid)
+        core.kill()
+        # No restart allowed: the service stops itself, for the orchestrator to restart the pod.
+        assert await asyncio.wait_for(server.process.wait(), timeout=60) == 3
+        assert b"vLLM engine died" in await logs and b"restarts are off" in await logs
