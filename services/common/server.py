@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,18 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     return grpc.ssl_server_credentials(
         [key_pair], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def server_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The same TLS (and mTLS) as :func:`server_credentials`, for the HTTP endpoints beside gRPC."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    if settings.tls_client_ca_file is not None:
+        context.load_verify_locations(settings.tls_client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class GrpcServer:

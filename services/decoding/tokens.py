@@ -65,6 +65,13 @@ class TokenTable:
         return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.bos_id)
 
 
+def max_text_chars(pieces: Sequence[str], context_window: int) -> int:
+    """Most characters a text can have and still fit ``context_window`` tokens: no token decodes to more than the
+    longest piece, so a longer text surely does not fit, and is refused without tokenising it (a request of
+    megabytes would otherwise be tokenised before its size is known)."""
+    return context_window * max(1, max((len(p) for p in pieces), default=1))
+
+
 class TokenizerAccessors:
     """The WeakEngine Protocol's tokenizer-side members, for an engine holding ``_tokenizer`` and ``_tokens``."""
 
@@ -78,6 +85,11 @@ class TokenizerAccessors:
     @property
     def context_window(self) -> int:
         return self._tokens.context_window
+
+    @property
+    def max_text_chars(self) -> int:
+        """Texts longer than this cannot fit the context window (:func:`max_text_chars`)."""
+        return max_text_chars(self._tokens.pieces, self._tokens.context_window)
 
     @property
     def bos_token_id(self) -> int:

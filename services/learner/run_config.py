@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -82,8 +83,20 @@ def _opt(message: object, name: str, default: float) -> float:
 
 
 def _positive(field_name: str, value: float) -> None:
-    if not value > 0:
-        raise InvalidArgument(field_name, f"must be > 0, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidArgument(field_name, f"must be a finite number > 0, got {value}")
+
+
+def _non_negative(field_name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidArgument(field_name, f"must be a finite number >= 0, got {value}")
+
+
+_VERIFIER_LOSSES: dict[int, str] = {
+    learner_pb2.VERIFIER_LOSS_UNSPECIFIED: "bradley-terry",
+    learner_pb2.VERIFIER_LOSS_BRADLEY_TERRY: "bradley-terry",
+    learner_pb2.VERIFIER_LOSS_CROSS_ENTROPY: "cross-entropy",
+}
 
 
 def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
@@ -114,24 +127,26 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         raise InvalidArgument("config.optimizer.group_size", "must be >= 2: advantages are normalised in a group")
     if not 0 <= optimizer.junior_token_weight <= 1:
         raise InvalidArgument("config.optimizer.junior_token_weight", "must be in [0, 1]")
-    if optimizer.kl_coef < 0:
-        raise InvalidArgument("config.optimizer.kl_coef", "must be >= 0")
+    _non_negative("config.optimizer.kl_coef", optimizer.kl_coef)
     g, gd = config.game, GameOptions()
+    try:
+        reward = reward_kind_from_proto(g.reward)
+    except ValueError:
+        raise InvalidArgument("config.game.reward", f"unknown value {g.reward}") from None
+    if g.verifier_loss not in _VERIFIER_LOSSES:
+        raise InvalidArgument("config.game.verifier_loss", f"unknown value {g.verifier_loss}")
     game = GameOptions(
-        reward=reward_kind_from_proto(g.reward),
+        reward=reward,
         rounds=int(_opt(g, "rounds", gd.rounds)),
         steps_per_round=int(_opt(g, "steps_per_round", gd.steps_per_round)),
-        verifier_loss="cross-entropy"
-        if g.verifier_loss == learner_pb2.VERIFIER_LOSS_CROSS_ENTROPY
-        else "bradley-terry",
+        verifier_loss=_VERIFIER_LOSSES[g.verifier_loss],  # type: ignore[arg-type]
         centering_lambda=_opt(g, "centering_lambda", gd.centering_lambda),
         dca=g.dca,
     )
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)
         _positive("config.game.steps_per_round", game.steps_per_round)
-    if game.centering_lambda < 0:
-        raise InvalidArgument("config.game.centering_lambda", "must be >= 0")
+    _non_negative("config.game.centering_lambda", game.centering_lambda)
     e = config.evaluation
     eval_every = int(_opt(e, "every_steps", 10))
     eval_problems = int(_opt(e, "num_problems", 64))

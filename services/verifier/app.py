@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc
 from services.common.metrics import MODEL_VERSION
-from services.common.server import GrpcServer
+from services.common.server import GrpcServer, server_ssl_context
 from services.common.weights import VerifiedWeights, verified_weights
 from services.verifier.http_reward import RewardHttpServer
 from services.verifier.model import VerifierModel, load_verifier
@@ -93,6 +93,8 @@ async def start_verifier(settings: VerifierSettings) -> VerifierApp:
             settings.http_port,
             max_items=settings.max_queue_size,
             reward=settings.http_reward,
+            auth_token=settings.resolved_auth_token(),
+            ssl_context=server_ssl_context(settings),
         )
         try:
             await http.start()

@@ -10,19 +10,24 @@ call, so HTTP and gRPC requests join the same forward passes. The reward follows
 - ``correctness+verifier``: their sum; ``scores`` the mean of correctness and the sigmoid (kept in 0..1).
 
 ``extra_logs`` carries ``verifier_version`` and, with labels, ``correct`` (and ``verifier_score``). Bad input gets
-400 ``{"error": "query[3]: ..."}`` (or ``prompts[i]``, ``labels[i]``), a full queue 429, a model still loading 503.
+400 ``{"error": "query[3]: ..."}`` (or ``prompts[i]``, ``labels[i]``, ``body``: malformed or too deeply nested JSON),
+a full queue 429, a model still loading 503 (both with ``Retry-After``). The route has the gRPC server's security:
+the same bearer token (401 without it, checked before the body is read) and the same TLS / mTLS.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-from collections.abc import Callable
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from services.common.errors import InvalidArgument, NotReady, Overloaded
+from services.common.offload import validate_sized
 from services.tasks.base import Task
 from services.verifier.model import VerifierModel
 from services.verifier.reward_request import RewardItem, RewardMode, parse_reward_request
@@ -60,35 +65,74 @@ def combine(mode: RewardMode, items: list[RewardItem], logits: list[float], task
     )
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+RETRY_AFTER_S = 1
+"""What 429 and 503 tell clients to wait before retrying (a queue drains, a model loads, within seconds)."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _retry_later(status: int, message: str) -> web.Response:
+    return _error(status, message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware: ``Authorization: Bearer <token>`` required, compared in constant time, before the body is read."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+            return await handler(request)
+        log.warning("refused %s %s: missing or wrong bearer token", request.method, request.path)  # never the token
+        return _error(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _parse_body(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("body", "JSON nested too deeply") from None
 
 
 def make_app(
-    get_model: Callable[[], VerifierModel], *, max_items: int, reward: RewardMode = "verifier"
+    get_model: Callable[[], VerifierModel],
+    *,
+    max_items: int,
+    reward: RewardMode = "verifier",
+    auth_token: str | None = None,
 ) -> web.Application:
     """The aiohttp application; ``get_model`` returns the model answering new calls (raises NotReady while loading)."""
 
+    def parse(raw: bytes, model: VerifierModel) -> list[RewardItem]:
+        return parse_reward_request(_parse_body(raw), model.prompts, model, mode=reward, max_items=max_items)
+
     async def get_reward(request: web.Request) -> web.Response:
         try:
-            body = await request.json(loads=json.loads)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"body: malformed JSON: {exc}")
-        try:
+            raw = await request.read()
             model = get_model()  # read once: a hot swap never mixes versions within a response
-            items = parse_reward_request(body, model.prompts, model, mode=reward, max_items=max_items)
+            # Parsing tokenises every query: a large body does it off the event loop.
+            items = await validate_sized(len(raw), parse, raw, model)
             logits = [] if reward == "correctness" else await model.score([item.pair for item in items])
         except InvalidArgument as exc:
             return _error(400, str(exc))
         except Overloaded as exc:
-            return _error(429, str(exc) or "the verifier queue is full")
+            return _retry_later(429, str(exc) or "the verifier queue is full")
         except NotReady as exc:
-            return _error(503, str(exc) or "the verifier is not ready")
+            return _retry_later(503, str(exc) or "the verifier is not ready")
         ITEMS.labels("get_reward").inc(len(items))
         reply = combine(reward, items, logits, model.prompts.task, model.weights.version)
         return web.json_response({"rewards": reply.rewards, "scores": reply.scores, "extra_logs": reply.extra_logs})
 
-    app = web.Application()
+    app = web.Application(middlewares=[bearer_auth(auth_token)] if auth_token is not None else [])
     app.router.add_post(ROUTE, get_reward)
     return app
 
@@ -104,18 +148,23 @@ class RewardHttpServer:
         *,
         max_items: int,
         reward: RewardMode = "verifier",
+        auth_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._runner = web.AppRunner(make_app(get_model, max_items=max_items, reward=reward), access_log=None)
+        app = make_app(get_model, max_items=max_items, reward=reward, auth_token=auth_token)
+        self._runner = web.AppRunner(app, access_log=None)
         self._host = host
         self._requested_port = port
+        self._ssl_context = ssl_context
         self.port = 0
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._requested_port)
+        site = web.TCPSite(self._runner, self._host, self._requested_port, ssl_context=self._ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        log.info("OpenRLHF reward endpoint on http://%s:%d%s", self._host, self.port, ROUTE)
+        scheme = "https" if self._ssl_context is not None else "http"
+        log.info("OpenRLHF reward endpoint on %s://%s:%d%s", scheme, self._host, self.port, ROUTE)
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from services.common.artifacts import directory_sha256
 from services.common.batching import MicroBatcher
 from services.common.weights import WeightsInfo
-from services.decoding.tokens import context_window, tokenizer_sha256
+from services.decoding.tokens import DECODE, context_window, max_text_chars, tokenizer_sha256
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask
 from services.tasks.verifier_input import VerifierInput
@@ -82,6 +82,8 @@ class VerifierModel:
         self._input = VerifierInput(self.prompts)
         self._weights = weights
         self._context_window = context_window(model.config, tokenizer)
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], **DECODE)
+        self._max_text_chars = max_text_chars(pieces, self._context_window)
         self._torch_threads = torch_threads
         self._batcher = MicroBatcher[Pair, float](
             "verifier.score",
@@ -102,6 +104,11 @@ class VerifierModel:
     def context_window(self) -> int:
         """Most tokens one scored sequence may hold, the EOS read-out included."""
         return self._context_window
+
+    @property
+    def max_text_chars(self) -> int:
+        """A problem + solution longer than this cannot fit the context window (no token decodes to more)."""
+        return self._max_text_chars
 
     @property
     def queue_depth(self) -> int:

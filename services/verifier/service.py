@@ -9,6 +9,7 @@ from prometheus_client import Counter
 
 from services.common.errors import NotReady
 from services.common.genproto.legibility.v1 import verifier_pb2, verifier_pb2_grpc
+from services.common.offload import validate_sized
 from services.verifier.model import VerifierModel
 from services.verifier.validation import check_version, validate_score, validate_score_steps
 
@@ -53,7 +54,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     ) -> verifier_pb2.ScoreResponse:
         model = self.model
         check_version(request.min_version, model.weights.version)
-        pairs = validate_score(request, model, max_items=self.max_items)
+        pairs = await validate_sized(request.ByteSize(), validate_score, request, model, max_items=self.max_items)
         scores = await model.score(pairs)
         ITEMS.labels("Score").inc(len(scores))
         results = [verifier_pb2.ScoreResult(score=s, probability=probability(s)) for s in scores]
@@ -64,7 +65,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     ) -> verifier_pb2.ScoreStepsResponse:
         model = self.model
         check_version(request.min_version, model.weights.version)
-        items = validate_score_steps(request, model, max_items=self.max_items)
+        items = await validate_sized(request.ByteSize(), validate_score_steps, request, model, max_items=self.max_items)
         scored = await model.score_steps(items)
         ITEMS.labels("ScoreSteps").inc(len(scored))
         PREFIXES.inc(sum(len(steps) for steps in scored))

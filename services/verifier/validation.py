@@ -19,6 +19,11 @@ class TextWindow(Protocol):
     @property
     def context_window(self) -> int: ...
 
+    @property
+    def max_text_chars(self) -> int:
+        """A problem + solution longer than this cannot fit the context window: refused before tokenising."""
+        ...
+
     def token_count(self, problem: str, solution: str) -> int: ...
 
     def step_ends(self, solution: str) -> list[int]: ...
@@ -44,6 +49,12 @@ def check_pair(field: str, problem: str, solution: str, model: TextWindow) -> No
     if not solution.strip():
         raise InvalidArgument(f"{field}.solution", "must not be empty")
     window = model.context_window
+    limit = model.max_text_chars
+    for name, size in (("problem", len(problem)), ("solution", len(problem) + len(solution))):
+        if size > limit:
+            raise InvalidArgument(
+                f"{field}.{name}", f"{size} characters cannot fit the {window}-token context window (at most {limit})"
+            )
     if (tokens := model.token_count(problem, "")) >= window:
         raise InvalidArgument(f"{field}.problem", f"{tokens} tokens leave no room in the {window}-token context window")
     if (tokens := model.token_count(problem, solution)) > window:

@@ -7,6 +7,7 @@ from prometheus_client import Counter
 
 from services.common.errors import NotReady
 from services.common.genproto.legibility.v1 import weak_model_pb2, weak_model_pb2_grpc
+from services.common.offload import validate_sized
 from services.decoding.boundaries import FinishReason
 from services.weak_model.engine import Continuation, TextLogProbs, WeakEngine
 from services.weak_model.validation import validate_continue, validate_logprobs
@@ -65,8 +66,13 @@ class WeakModelServicer(weak_model_pb2_grpc.WeakModelServiceServicer):
         self, request: weak_model_pb2.ContinueRequest, context: aio.ServicerContext
     ) -> weak_model_pb2.ContinueResponse:
         engine = self.engine
-        requests = validate_continue(
-            request, engine, max_new_tokens_cap=self.max_new_tokens_cap, max_items=self.max_items
+        requests = await validate_sized(
+            request.ByteSize(),
+            validate_continue,
+            request,
+            engine,
+            max_new_tokens_cap=self.max_new_tokens_cap,
+            max_items=self.max_items,
         )
         results = await engine.continue_batch(requests)
         ITEMS.labels("Continue").inc(len(results))
@@ -81,7 +87,9 @@ class WeakModelServicer(weak_model_pb2_grpc.WeakModelServiceServicer):
         self, request: weak_model_pb2.LogProbsRequest, context: aio.ServicerContext
     ) -> weak_model_pb2.LogProbsResponse:
         engine = self.engine
-        requests = validate_logprobs(request, engine, max_items=self.max_items)
+        requests = await validate_sized(
+            request.ByteSize(), validate_logprobs, request, engine, max_items=self.max_items
+        )
         results = await engine.logprobs_batch(requests)
         ITEMS.labels("LogProbs").inc(len(results))
         SCORED_TOKENS.inc(sum(len(r.token_ids) for r in results))

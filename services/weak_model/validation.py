@@ -33,6 +33,11 @@ class Vocabulary(Protocol):
     @property
     def context_window(self) -> int: ...
 
+    @property
+    def max_text_chars(self) -> int:
+        """Texts longer than this cannot fit the context window: refused before tokenising."""
+        ...
+
     def encode(self, text: str, *, add_special_tokens: bool) -> list[int]: ...
 
 
@@ -49,6 +54,12 @@ def _token_ids(value: common_pb2.TextOrTokens, field: str, vocab: Vocabulary, *,
     if kind == "text":
         if not value.text:
             return []
+        if len(value.text) > (limit := vocab.max_text_chars):
+            raise InvalidArgument(
+                f"{field}.text",
+                f"{len(value.text)} characters cannot fit the {vocab.context_window}-token context window "
+                f"(at most {limit})",
+            )
         ids = vocab.encode(value.text, add_special_tokens=add_special_tokens)
         if not ids:
             raise InvalidArgument(f"{field}.text", "has no tokens the weak model knows")
@@ -64,7 +75,7 @@ def _token_ids(value: common_pb2.TextOrTokens, field: str, vocab: Vocabulary, *,
 
 
 def validate_continue(
-    request: weak_model_pb2.SegmentRequest, vocab: Vocabulary, *, max_new_tokens_cap: int, max_items: int
+    request: weak_model_pb2.ContinueRequest, vocab: Vocabulary, *, max_new_tokens_cap: int, max_items: int
 ) -> list[SegmentRequest]:
     """Engine requests for a valid Continue request; raises InvalidArgument on the first bad field."""
     _check_batch(len(request.items), max_items)

@@ -22,7 +22,29 @@ def _bad_configs() -> list[tuple[str, K.RunConfig]]:
     negative_lr = tiny_tandem()
     negative_lr.optimizer.learning_rate = -1.0
     missing_policy = tiny_tandem(policy_model="/nonexistent/policy")
+
+    def with_value(section: str, name: str, value: float) -> K.RunConfig:
+        config = tiny_tandem()
+        setattr(getattr(config, section), name, value)
+        return config
+
+    inf, nan = float("inf"), float("nan")
+    # Each of these was accepted, then failed the run or was silently ignored (or, for the enum, gave INTERNAL).
+    non_finite = [
+        ("config.optimizer.learning_rate", with_value("optimizer", "learning_rate", inf)),
+        ("config.optimizer.learning_rate", with_value("optimizer", "learning_rate", nan)),
+        ("config.optimizer.kl_coef", with_value("optimizer", "kl_coef", nan)),
+        ("config.optimizer.kl_coef", with_value("optimizer", "kl_coef", inf)),
+        ("config.optimizer.clip_eps", with_value("optimizer", "clip_eps", inf)),
+        ("config.optimizer.temperature", with_value("optimizer", "temperature", nan)),
+        ("config.game.centering_lambda", with_value("game", "centering_lambda", nan)),
+        ("config.game.reward", with_value("game", "reward", 99)),
+        ("config.game.verifier_loss", with_value("game", "verifier_loss", 99)),
+        ("config.handoff", with_value("handoff", "strategy", 99)),
+        ("config.handoff", with_value("handoff", "p_primary", nan)),
+    ]
     return [
+        *non_finite,
         ("config.mode", no_mode),
         ("config.optimizer.group_size", group_of_one),
         ("config.steps", no_steps),

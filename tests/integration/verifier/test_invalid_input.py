@@ -34,6 +34,9 @@ SHARED_CASES = [
     ({"solution": "\n\n"}, "items[{i}].solution: must not be empty"),
     ({"problem": "x" * 191}, "items[{i}].problem: 193 tokens leave no room in the 192-token context window"),
     ({"solution": "1" * 130}, "items[{i}].solution: problem and solution are 193 tokens, more than the 192-token"),
+    # Longer than 192 tokens of the longest piece (13 characters): refused by length, never tokenised.
+    ({"problem": "x" * 2497}, "items[{i}].problem: 2497 characters cannot fit the 192-token context window"),
+    ({"solution": "1" * 15_000_000}, "items[{i}].solution: 15000061 characters cannot fit"),
 ]
 SCORE_CASES = [
     (verifier_pb2.ScoreRequest(), "items: must not be empty"),

@@ -51,6 +51,9 @@ CONTINUE_CASES = [
     (continue_request({"prefix": text("é")}), "items[0].prefix.text: has no tokens"),
     (continue_request({"prefix": text("x" * 400)}), "items[0].prefix: 400 tokens leave no room"),
     (continue_request({"prefix": ids(*[3] * 192)}), "items[0].prefix: 192 tokens leave no room"),
+    # Longer than 192 tokens of the longest piece (13 characters): refused before tokenising, 15 MB included.
+    (continue_request({"prefix": text("x" * 2497)}), "items[0].prefix.text: 2497 characters cannot fit"),
+    (continue_request({"prefix": text("x" * 15_000_000)}), "items[0].prefix.text: 15000000 characters cannot fit"),
     (continue_request(*[{}] * 257), "items: at most 256 items per request, got 257"),
 ]
 
@@ -62,6 +65,7 @@ LOGPROBS_CASES = [
     (logprobs_request(text(PROMPT), ids(5, 2**31 - 1)), "items[0].text.token_ids[1]: 2147483647 is outside"),
     (logprobs_request(text(PROMPT * 3), text("4*7=28.")), "items[0].text: context and text are 193 tokens"),
     (logprobs_request(text(""), text("x" * 192)), "items[0].text: context and text are 193 tokens"),
+    (logprobs_request(text("x" * 3000), text("4")), "items[0].context.text: 3000 characters cannot fit"),
 ]
 
 

@@ -19,8 +19,14 @@ class CharWindow:
     """One token per character plus the newline and EOS, like the bundled tokenizer."""
 
     context_window = 20
+    max_text_chars = 100  # 20 tokens of at most 5 characters each
+    counted: list[int]
+
+    def __init__(self) -> None:
+        self.counted = []
 
     def token_count(self, problem: str, solution: str) -> int:
+        self.counted.append(len(problem) + len(solution))
         return len(problem) + 1 + len(solution) + 1
 
     def step_ends(self, solution: str) -> list[int]:
@@ -32,6 +38,25 @@ class CharSteps(CharWindow):
 
     def step_ends(self, solution: str) -> list[int]:
         return list(range(1, len(solution) + 1))
+
+
+@pytest.mark.parametrize(
+    ("problem", "solution", "field"),
+    [
+        ("Q" * 101, "x", "items[0].problem"),
+        ("Q?", "x" * 99, "items[0].solution"),
+        ("Q?", "x" * 16_000_000, "items[0].solution"),
+    ],
+)
+def test_text_that_cannot_fit_is_refused_by_its_length_before_it_is_tokenised(
+    problem: str, solution: str, field: str
+) -> None:
+    window = CharWindow()
+    request = verifier_pb2.ScoreRequest(items=[verifier_pb2.ScoreItem(problem=problem, solution=solution)])
+    with pytest.raises(InvalidArgument) as raised:
+        validate_score(request, window, max_items=4)
+    assert raised.value.field == field and "cannot fit the 20-token context window (at most 100)" in str(raised.value)
+    assert window.counted == []  # never tokenised
 
 
 def steps(*items: tuple[str, str, list[int]]) -> verifier_pb2.ScoreStepsRequest:
