@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from services.common.model_loading import load_pretrained
 from services.decoding.boundaries import FinishReason
 from services.decoding.hf_loop import generate
 from services.decoding.requests import SegmentRequest
@@ -29,7 +30,7 @@ class TransformersPolicy:
     @classmethod
     def load(cls, path: Path, torch_threads: int = 2) -> TransformersPolicy:
         """A policy from a checkpoint directory (model + tokenizer)."""
-        return cls(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), torch_threads)
+        return cls(load_pretrained(AutoModelForCausalLM, path), AutoTokenizer.from_pretrained(path), torch_threads)
 
     @property
     def context_window(self) -> int:

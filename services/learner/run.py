@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
+from services.common.model_loading import load_pretrained
 from services.common.samples import samples_uri
 from services.decoding.tokens import tokenizer_sha256
 from services.jobs.verifier_training.mixture import NoTrainablePairs
@@ -105,7 +106,7 @@ class Run:
         self.prompts = PromptFormat(self.task, policy.tokenizer, self.options.task.chat_template)
         reference = None
         if self.options.optimizer.kl_coef > 0:
-            reference = AutoModelForCausalLM.from_pretrained(self.options.policy_model)
+            reference = load_pretrained(AutoModelForCausalLM, self.options.policy_model)
         trainer = PolicyTrainer(policy, self.options.optimizer, reference)
         if found is not None:
             load_optimizer(found, trainer)

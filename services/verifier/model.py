@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import directory_sha256
 from services.common.batching import MicroBatcher
+from services.common.model_loading import load_pretrained
 from services.common.weights import WeightsInfo
 from services.decoding.tokens import DECODE, context_window, max_text_chars, tokenizer_sha256
 from services.tasks.prompts import PromptFormat
@@ -209,7 +210,7 @@ def load_verifier(
     torch.set_num_threads(torch_threads)
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
     model.requires_grad_(False)
     if model.config.num_labels != 1:
         raise ValueError(f"{path}: a verifier has one output (num_labels=1), this has {model.config.num_labels}")

@@ -25,6 +25,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import ArtifactStore
+from services.common.model_loading import load_pretrained
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry
 from services.common.samples import LabelledSample, load_samples
@@ -55,7 +56,7 @@ def _init_model(settings: TrainVerifierSettings) -> tuple[PreTrainedModel, PreTr
     torch.manual_seed(settings.seed)  # the fresh score head is drawn from this seed
     tokenizer = AutoTokenizer.from_pretrained(settings.init_model_path)
     encoder = VerifierInput(settings.prompt_format(tokenizer))
-    model = AutoModelForSequenceClassification.from_pretrained(settings.init_model_path, num_labels=1)
+    model = load_pretrained(AutoModelForSequenceClassification, settings.init_model_path, num_labels=1)
     # Scores are read at the EOS explicitly; the pad id is saved so HF's own forward can batch the checkpoint too.
     model.config.pad_token_id = encoder.pad_id
     return model, tokenizer, encoder

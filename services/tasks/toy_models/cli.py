@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_MODELS_DIR
+from services.common.model_loading import load_pretrained
 
 app = typer.Typer(help="The toy world: bundled tiny weak, strong and verifier models.")
 
@@ -61,8 +62,8 @@ def evaluate(
     from services.tasks.toy_models.evaluate import handoff_accuracy, sampled_jargon_rate, solo_accuracy
 
     tokenizer = AutoTokenizer.from_pretrained(models / "weak")
-    weak = AutoModelForCausalLM.from_pretrained(models / "weak").eval()
-    strong = AutoModelForCausalLM.from_pretrained(models / "strong").eval()
+    weak = load_pretrained(AutoModelForCausalLM, models / "weak").eval()
+    strong = load_pretrained(AutoModelForCausalLM, models / "strong").eval()
     test = toy.generate("test", problems, seed)
     with console.status("measuring"):
         strong_accuracy, strong_solutions = solo_accuracy(strong, tokenizer, test)

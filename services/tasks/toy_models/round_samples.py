@@ -7,6 +7,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from services.common.model_loading import load_pretrained
 from services.common.samples import LabelledSample
 from services.tasks import toy
 from services.tasks.answers import is_correct
@@ -26,7 +27,7 @@ def sample_from_models(
     targets = [p for p in problems for _ in range(solutions_per_model)]
     for offset, (name, path) in enumerate(model_dirs.items()):
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        model = load_pretrained(AutoModelForCausalLM, path).eval()
         solutions = complete(model, tokenizer, prompts, temperature=1.0, seed=seed + offset)
         samples += [
             LabelledSample(problem=p.question, solution=s, correct=is_correct(s, p.answer), round=round_, source=name)

@@ -11,6 +11,7 @@ import torch
 from rich.progress import Progress
 from transformers import GPT2ForSequenceClassification, PreTrainedTokenizerFast
 
+from services.common.model_loading import load_pretrained
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_models.training import Schedule, train_steps
 from services.tasks.toy_task import ToyTask
@@ -51,7 +52,7 @@ def train_verifier(
 ) -> GPT2ForSequenceClassification:
     """Cross-entropy on correctness, batches balanced 50/50 correct/incorrect; body initialised from init_from."""
     torch.manual_seed(seed)
-    model = GPT2ForSequenceClassification.from_pretrained(init_from, num_labels=1)
+    model = load_pretrained(GPT2ForSequenceClassification, init_from, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     correct = [s for s in samples if s.correct]
     incorrect = [s for s in samples if not s.correct]

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from services.common import model_loading
 from services.common.batching import MicroBatcher
 from services.decoding import hf_loop
 from services.decoding.requests import SegmentRequest
@@ -142,7 +143,7 @@ def load_pretrained(path: Path, *, torch_threads: int) -> tuple[PreTrainedModel,
     torch.set_num_threads(torch_threads)
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = model_loading.load_pretrained(AutoModelForCausalLM, path, dtype=torch.float32)
     model.requires_grad_(False)
     log.info("loaded %s (%d parameters) with %d torch threads", path, model.num_parameters(), torch_threads)
     return model.eval(), tokenizer
