@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -43,6 +44,9 @@ class StoredArtifact:
 def canonical_json(obj: Any) -> bytes:
     """Deterministic JSON bytes: sorted keys, no whitespace, ASCII only."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+_VERSION_DIR = re.compile(r"v\d{6,}")
 
 
 def version_dirname(version: int) -> str:
@@ -155,6 +159,19 @@ class ArtifactStore:
         if version < 1:
             raise ArtifactError(f"version must be >= 1, got {version}")
         return f"{SCHEME}{name}/{version_dirname(version)}"
+
+    def latest_version(self, name: str) -> int:
+        """The highest version of ``name`` in the store (0 when none): what a publisher must go beyond even when the
+        registry lost its records (Redis without persistence, restarted)."""
+        folder = self.resolve(f"{SCHEME}{validate_model_name(name)}")
+        if not folder.is_dir():
+            return 0
+        versions = [int(d.name[1:]) for d in folder.iterdir() if d.is_dir() and _VERSION_DIR.fullmatch(d.name)]
+        return max(versions, default=0)
+
+    def remove(self, uri: str) -> None:
+        """Delete a stored version that was never published (its record was refused): the number stays usable."""
+        shutil.rmtree(self.resolve(uri), ignore_errors=True)
 
     def put_checkpoint(self, name: str, version: int, src_dir: Path) -> StoredArtifact:
         """Copy ``src_dir`` into the store as ``name`` version ``version`` and return its URI and sha256.
