@@ -93,7 +93,11 @@ def readout_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, readout: t
     head = getattr(model, "score", None)
     if not isinstance(head, torch.nn.Module):
         raise ValueError(f"{type(model).__name__} has no 'score' head: not a decoder sequence classifier")
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    # Rows that all start at position 0 (right padding, or none) take the model's own positions, exactly as its own
+    # forward does: mask-derived ids there are equal for real tokens but send the padded positions' (zero) gradients
+    # to other position rows, which regroups the float sums of the position embedding's gradient.
+    right_padded = bool(mask[:, 0].all())
+    positions = None if right_padded else (mask.cumsum(-1) - 1).clamp(min=0)
     hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
     logits = head(hidden.last_hidden_state)
     return logits[torch.arange(ids.shape[0], device=logits.device), readout.to(logits.device), 0]

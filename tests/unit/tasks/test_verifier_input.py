@@ -107,3 +107,35 @@ def test_without_a_pad_token_rows_are_padded_with_eos_and_without_eos_it_refuses
         encoder(tokenizer)
     with pytest.raises(ValueError, match="no pairs"):
         qwen.encode([])
+
+
+def test_training_gradients_on_right_padded_rows_equal_the_models_own_forward_bit_for_bit() -> None:
+    """The toy world's verifiers train exactly as before the shared encoder: the same gradients to the last bit.
+
+    Explicit mask-derived position ids for right-padded rows give the same logits but regroup the float sums of the
+    position embedding's gradient (1.9e-9 apart after one step; Adam makes that visible within a few steps), so the
+    demo's retrained verifiers and game-phase numbers moved."""
+    from transformers import GPT2ForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(BUNDLED_VERIFIER)
+    model = GPT2ForSequenceClassification.from_pretrained(BUNDLED_VERIFIER).train()
+    encoder = VerifierInput(PromptFormat(ToyTask(), tokenizer))
+    problems = generate("train", 32, seed=5)
+    pairs = [(p.question, render(p, style)) for p in problems for style in ("plain", "jargon")]
+
+    def gradients(logits_of: object) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(0)
+        logits_of().square().sum().backward()  # type: ignore[operator]
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    ids, mask, _ = encoder.encode(pairs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the retraining job's default: sums split over threads
+    try:
+        own = gradients(lambda: model(input_ids=ids, attention_mask=mask).logits[:, 0])
+        shared = gradients(lambda: encoder.logits(model, pairs))
+    finally:
+        torch.set_num_threads(threads)
+    assert own.keys() == shared.keys()
+    assert [name for name in own if not torch.equal(own[name], shared[name])] == []
