@@ -129,6 +129,10 @@ class VerifierModel:
         """Tokens the pair is scored as, the EOS read-out included."""
         return self._input.token_count(problem, solution)
 
+    def text_tokens(self, text: str) -> int:
+        """Tokens of ``text`` alone, without special tokens (0 when the tokenizer knows none of its characters)."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
     def step_ends(self, solution: str) -> list[int]:
         """Where the task cuts ``solution`` into steps: the prefixes ScoreSteps scores when the client sends none."""
         return [step.end for step in self.prompts.task.split_steps(solution)]

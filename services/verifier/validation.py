@@ -26,6 +26,10 @@ class TextWindow(Protocol):
 
     def token_count(self, problem: str, solution: str) -> int: ...
 
+    def text_tokens(self, text: str) -> int:
+        """Tokens of ``text`` alone: 0 when the tokenizer knows none of its characters."""
+        ...
+
     def step_ends(self, solution: str) -> list[int]: ...
 
 
@@ -55,6 +59,9 @@ def check_pair(field: str, problem: str, solution: str, model: TextWindow) -> No
             raise InvalidArgument(
                 f"{field}.{name}", f"{size} characters cannot fit the {window}-token context window (at most {limit})"
             )
+    for name, text in (("problem", problem), ("solution", solution)):
+        if model.text_tokens(text) == 0:  # a lossy tokenizer dropped every character: nothing would be scored
+            raise InvalidArgument(f"{field}.{name}", "has no tokens the verifier knows")
     if (tokens := model.token_count(problem, "")) >= window:
         raise InvalidArgument(f"{field}.problem", f"{tokens} tokens leave no room in the {window}-token context window")
     if (tokens := model.token_count(problem, solution)) > window:

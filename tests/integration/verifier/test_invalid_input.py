@@ -32,6 +32,7 @@ SHARED_CASES = [
     ({"problem": "  \n"}, "items[{i}].problem: must not be empty"),
     ({"solution": ""}, "items[{i}].solution: must not be empty"),
     ({"solution": "\n\n"}, "items[{i}].solution: must not be empty"),
+    ({"problem": "ééé∑"}, "items[{i}].problem: has no tokens the verifier knows"),  # the weak model refuses it too
     ({"problem": "x" * 191}, "items[{i}].problem: 193 tokens leave no room in the 192-token context window"),
     ({"solution": "1" * 130}, "items[{i}].solution: problem and solution are 193 tokens, more than the 192-token"),
     # Longer than 192 tokens of the longest piece (13 characters): refused by length, never tokenised.

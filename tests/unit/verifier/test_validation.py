@@ -29,6 +29,9 @@ class CharWindow:
         self.counted.append(len(problem) + len(solution))
         return len(problem) + 1 + len(solution) + 1
 
+    def text_tokens(self, text: str) -> int:
+        return sum(character.isascii() for character in text)  # a tokenizer that drops what it does not know
+
     def step_ends(self, solution: str) -> list[int]:
         return step_ends(solution)
 
@@ -78,6 +81,8 @@ def test_valid_requests_become_pairs_and_steps_items() -> None:
     [
         (steps(("Q?", "x" * 17, [])), "items[0].solution"),  # 2 + 1 + 17 + 1 = 21 > 20
         (steps(("Q" * 18, "x", [])), "items[0].problem"),
+        (steps(("ééé", "x", [])), "items[0].problem"),  # no known character: nothing to score
+        (steps(("Q?", "ab", []), ("Q?", "—", [])), "items[1].solution"),
         (steps(("Q?", "ab", []), ("Q?", "abc", [2, 2])), "items[1].step_ends[1]"),
         (steps(("Q?", "a\nb\nc\nd", []), ("Q?", "a\nb", [])), "items"),  # 6 prefixes > 5
     ],
