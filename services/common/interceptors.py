@@ -37,13 +37,41 @@ def _handler_factory(handler: grpc.RpcMethodHandler) -> tuple[Callable[..., Any]
     return handler.unary_unary, grpc.unary_unary_rpc_method_handler
 
 
+class Undecodable:
+    """What a request that cannot be parsed (bad UTF-8 in a string field, truncated bytes) becomes, so the call
+    answers INVALID_ARGUMENT; grpc's own answer to a failing deserializer is INTERNAL."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.reason = f"{type(error).__name__}: {error}"
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:
+            return Undecodable(error)
+
+    return parse
+
+
 def _rebuild(handler: grpc.RpcMethodHandler, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
     _, factory = _handler_factory(handler)
+    deserialize = handler.request_deserializer
     return factory(
         behaviour,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserialize if handler.request_streaming else _tolerant(deserialize),
         response_serializer=handler.response_serializer,
     )
+
+
+async def _refuse_undecodable(request: Any, outcome: _CallOutcome, context: aio.ServicerContext) -> None:
+    if isinstance(request, Undecodable):
+        outcome.code = grpc.StatusCode.INVALID_ARGUMENT
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: cannot be decoded ({request.reason})")
 
 
 class _CallOutcome:
@@ -98,6 +126,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         async def call(request: Any, context: aio.ServicerContext) -> Any:
             outcome = _CallOutcome(self._service, method)
             try:
+                await _refuse_undecodable(request, outcome, context)
                 return await behaviour(request, context)
             except (aio.AbortError, asyncio.CancelledError):
                 outcome.passthrough(context, grpc.StatusCode.CANCELLED)
@@ -113,6 +142,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         async def call(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             outcome = _CallOutcome(self._service, method)
             try:
+                await _refuse_undecodable(request, outcome, context)
                 async for response in behaviour(request, context):
                     yield response
             except (aio.AbortError, asyncio.CancelledError):

@@ -69,6 +69,28 @@ async def test_bad_field_is_invalid_argument_naming_it_and_server_keeps_serving(
     assert response.results[0].score == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x0a\x04\x0a\x02\xff\xfe", "DecodeError"),  # items[0].problem = bytes that are not UTF-8
+        (b"\x0a\x09\x0a\x02ab", "DecodeError"),  # truncated: items says 9 bytes follow, 4 do
+    ],
+)
+async def test_undecodable_request_is_invalid_argument_not_internal(start_scorer, raw: bytes, reason: str) -> None:
+    running = await start_scorer()
+    raw_score = running.channel.unary_unary(
+        "/legibility.v1.VerifierService/Score",
+        request_serializer=None,  # bytes as they are on the wire
+        response_deserializer=verifier_pb2.ScoreResponse.FromString,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await raw_score(raw, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(f"request: cannot be decoded ({reason}")
+    response = await running.stub.Score(score_request("12345"), timeout=5)
+    assert response.results[0].score == pytest.approx(0.5)
+
+
 async def test_oversize_message_is_resource_exhausted_and_server_keeps_serving(start_scorer) -> None:
     running = await start_scorer(max_message_bytes=64 * 1024)
     with pytest.raises(grpc.aio.AioRpcError) as info:
