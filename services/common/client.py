@@ -1,8 +1,21 @@
-"""gRPC client channels to our services: same limits and keepalive as the servers, optional TLS and token."""
+"""gRPC client channels to our services: same limits and keepalive as the servers, optional TLS and token, and a
+service config that spreads calls over every replica and retries the ones a replica could not take.
+
+- Load balancing: ``round_robin`` over every address the target resolves to. In Kubernetes dial the headless
+  Service (``dns:///verifier-grpc.legibility.svc.cluster.local:50051``): its DNS name resolves to every ready pod,
+  and the channel keeps one subchannel per pod. A ClusterIP name resolves to one virtual IP, so every call of a
+  channel would go down one connection to one pod. Static lists work too: ``ipv4:10.0.0.5:50051,10.0.0.6:50051``.
+- Retries (gRPC's own retry policy, per attempt a random backoff up to the current one, doubling): Score,
+  ScoreSteps, Continue, LogProbs and GetModelInfo are retried on UNAVAILABLE (a replica restarting, draining or
+  still loading) and RESOURCE_EXHAUSTED (its queue full), at most ``max_attempts`` times in all, within the call's
+  deadline. The learner's StartRun / StopRun are not retried: they are not idempotent.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +45,39 @@ class _BearerToken(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterce
         return await continuation(self._with_token(details), request)
 
 
+RETRIED_SERVICES = ("legibility.v1.VerifierService", "legibility.v1.WeakModelService")
+"""Services whose every method is safe to repeat (scoring, continuing, log-probs, model info)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    """Attempts in all, the first included (gRPC caps it at 5)."""
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    backoff_multiplier: float = 2.0
+    codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+
+def service_config(retry: RetryPolicy | None = RetryPolicy()) -> dict[str, Any]:
+    """gRPC service config: round_robin, and ``retry`` on the idempotent services (none when ``retry`` is None)."""
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if retry is not None:
+        config["methodConfig"] = [
+            {
+                "name": [{"service": service} for service in RETRIED_SERVICES],
+                "retryPolicy": {
+                    "maxAttempts": retry.max_attempts,
+                    "initialBackoff": f"{retry.initial_backoff_s}s",
+                    "maxBackoff": f"{retry.max_backoff_s}s",
+                    "backoffMultiplier": retry.backoff_multiplier,
+                    "retryableStatusCodes": list(retry.codes),
+                },
+            }
+        ]
+    return config
+
+
 def open_channel(
     target: str,
     *,
@@ -40,14 +86,19 @@ def open_channel(
     tls_cert_file: Path | None = None,
     tls_key_file: Path | None = None,
     max_message_bytes: int = 16 * MiB,
+    retry: RetryPolicy | None = RetryPolicy(),
     options: Sequence[tuple[str, Any]] = (),
 ) -> aio.Channel:
-    """An aio channel to target (``host:port``); a CA file turns on TLS, a client cert/key on mTLS."""
+    """An aio channel to target (``host:port``, ``dns:///name:port``, ``ipv4:a:p,b:p``): round_robin over what it
+    resolves to, ``retry`` on the idempotent services (None: no retries); a CA file turns on TLS, a client
+    cert/key on mTLS."""
     channel_options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.service_config", json.dumps(service_config(retry))),
+        ("grpc.enable_retries", 1 if retry is not None else 0),
         *options,
     ]
     interceptors = [_BearerToken(token)] if token else None

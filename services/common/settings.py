@@ -86,6 +86,11 @@ class ServerSettings(LoggingSettings):
     """Serve Prometheus metrics."""
     max_message_bytes: int = Field(16 * MiB, gt=0)
     """Largest gRPC message accepted or sent; larger ones get RESOURCE_EXHAUSTED."""
+    max_connection_age_s: float = Field(300.0, gt=0)
+    """Clients reconnect after this long (GOAWAY), so those that pin one connection (pick_first, external stacks)
+    spread over replicas as they scale; jittered by gRPC by +-10 %."""
+    max_connection_age_grace_s: float = Field(30.0, ge=0)
+    """Calls in flight on an aged connection get this long to finish."""
     keepalive_time_s: float = Field(30.0, gt=0)
     """Server pings an idle connection this often."""
     keepalive_timeout_s: float = Field(10.0, gt=0)

@@ -80,7 +80,7 @@ def test_rendered_manifests_validate_strictly(overlay: str) -> None:
         "Service",
         "StatefulSet",
     ]
-    assert len(docs) == 24
+    assert len(docs) == 26  # with the verifier-grpc and weak-model-grpc headless Services
     assert {doc["metadata"].get("namespace", "legibility") for doc in docs} == {"legibility"}
 
 
@@ -142,10 +142,15 @@ def test_learner_targets_are_the_services_grpc_ports(monkeypatch) -> None:
     docs = render("cpu")
     (learner,) = [w for w in legibility_workloads("cpu") if w.component == "learner"]
     settings = _settings_of(docs, learner, monkeypatch)
-    for target, service in ((settings.weak_model_target, "weak-model"), (settings.verifier_target, "verifier")):
-        host, _, port = target.partition(":")
-        assert host == service
-        grpc_port = next(p for p in find(docs, "Service", service)["spec"]["ports"] if p["name"] == "grpc")
+    for target, component in ((settings.weak_model_target, "weak-model"), (settings.verifier_target, "verifier")):
+        # dns:/// + the headless Service: DNS gives every ready pod, the clients' round_robin uses them all.
+        scheme, _, address = target.partition(":///")
+        host, _, port = address.partition(":")
+        assert (scheme, host) == ("dns", f"{component}-grpc")
+        headless = find(docs, "Service", host)["spec"]
+        assert headless["clusterIP"] == "None"
+        assert headless["selector"] == find(docs, "Service", component)["spec"]["selector"]
+        grpc_port = next(p for p in headless["ports"] if p["name"] == "grpc")
         assert int(port) == grpc_port["port"]
 
 

@@ -31,16 +31,22 @@ class RunningService(Generic[AppT, StubT]):
     app: AppT
     channel: aio.Channel
     stub: StubT
+    """A client as ours are: retries UNAVAILABLE / RESOURCE_EXHAUSTED."""
     health: health_pb2_grpc.HealthStub
+    raw_channel: aio.Channel
+    raw_stub: StubT
+    """No retries: every status exactly as the server answers it."""
 
     @classmethod
     def connect(cls, app: AppT, stub_class: Callable[[aio.Channel], StubT]) -> RunningService[AppT, StubT]:
         """A client of ``app`` on its loopback port."""
-        channel = open_channel(f"127.0.0.1:{app.server.port}")
-        return cls(app, channel, stub_class(channel), health_pb2_grpc.HealthStub(channel))
+        target = f"127.0.0.1:{app.server.port}"
+        channel, raw = open_channel(target), open_channel(target, retry=None)
+        return cls(app, channel, stub_class(channel), health_pb2_grpc.HealthStub(channel), raw, stub_class(raw))
 
     async def stop(self) -> None:
         await self.channel.close()
+        await self.raw_channel.close()
         await self.app.stop()
 
 

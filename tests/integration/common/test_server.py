@@ -113,7 +113,7 @@ async def test_unexpected_error_is_internal_with_logged_traceback(start_scorer, 
 
 
 async def test_saturated_admission_refuses_at_once_while_health_answers(start_scorer) -> None:
-    running = await start_scorer(delay_s=2.0, admission_limit=2)
+    running = await start_scorer(delay_s=2.0, admission_limit=2, channel={"retry": None})
     slow = [asyncio.ensure_future(running.stub.Score(score_request("ab"), timeout=10)) for _ in range(2)]
     while running.scorer.gate.inside < 2:
         await asyncio.sleep(0.01)

@@ -49,7 +49,7 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(start
         await asyncio.sleep(0.01)
     started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await weak.stub.Continue(request(1), timeout=10)
+        await weak.raw_stub.Continue(request(1), timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_queue_size 4" in info.value.details()
     assert time.perf_counter() - started < 0.5
