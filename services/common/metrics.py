@@ -35,6 +35,11 @@ MODEL_VERSION = Gauge(
     "Registry version of the weights this replica serves (0 = loaded from a path).",
     ["model"],
 )
+REGISTRY_VERSION = Gauge(
+    "legibility_registry_version",
+    "Newest registry version this replica's watcher has seen; above legibility_model_version = behind the registry.",
+    ["model"],
+)
 MODEL_SWAPS = Counter("legibility_model_swaps_total", "Hot swaps to a new version.", ["model"])
 MODEL_REFUSED_VERSIONS = Counter(
     "legibility_model_refused_versions_total",

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from services.common.artifacts import ArtifactStore
 from services.common.errors import ArtifactError
-from services.common.metrics import MODEL_REFUSED_VERSIONS, MODEL_SWAPS, MODEL_VERSION
+from services.common.metrics import MODEL_REFUSED_VERSIONS, MODEL_SWAPS, MODEL_VERSION, REGISTRY_VERSION
 from services.common.registry import VersionRecord, VersionRegistry
 from services.common.weights import VerifiedWeights
 from services.verifier.model import VerifierModel
@@ -75,6 +75,7 @@ class VersionWatcher:
 
     async def apply(self, record: VersionRecord) -> bool:
         """Swap to ``record`` if it verifies, loads and warms up; else count it refused. True when swapped."""
+        REGISTRY_VERSION.labels(record.name).set(record.version)
         current = self._servicer.model.weights.version
         if record.version <= current:
             log.debug("%s version %d is not newer than %d served; ignored", record.name, record.version, current)
