@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from grpc import aio
 
+from services.common.calls import call_until
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc, weak_model_pb2_grpc
 from services.learner.integrations.settings import IntegrationSettings, RewardMode
@@ -90,8 +91,13 @@ async def score_rewards(
     solutions: Sequence[str],
     labels: Sequence[Any] | None,
     min_version: int = 0,
+    deadline_s: float = 120.0,
 ) -> list[Reward]:
-    """Rewards of (problem, solution) pairs; correctness is checked only when ``mode`` needs it."""
+    """Rewards of (problem, solution) pairs; correctness is checked only when ``mode`` needs it.
+
+    The verifier is asked until ``deadline_s`` (through restarts and full queues); past it the call raises
+    :class:`~services.common.calls.ServiceCallFailed`: a failed scorer is never a reward of 0.
+    """
     if len(problems) != len(solutions):
         raise ValueError(f"{len(problems)} problems but {len(solutions)} solutions")
     corrects: list[float | None] = [None] * len(solutions)
@@ -113,7 +119,10 @@ async def score_rewards(
     if needs_verifier(mode):
         if verifier is None:
             raise ValueError(f"reward mode {mode!r} needs the verifier service")
-        got, version = await verifier.score(list(zip(problems, solutions, strict=True)), min_version)
+        pairs = list(zip(problems, solutions, strict=True))
+        got, version = await call_until(
+            "verifier", "Score", lambda: verifier.score(pairs, min_version), deadline_s=deadline_s
+        )
         if not all(math.isfinite(s) for s in got):
             raise RuntimeError("the verifier returned a non-finite score")
         scores = list(got)
@@ -196,7 +205,9 @@ class RewardClient:
         async def work(clients: ServiceClients) -> list[Reward]:
             verifier = clients.verifier if needs_verifier(reward_mode) else None
             task = self.prompts.task
-            return await score_rewards(verifier, reward_mode, task, problems, solutions, labels, min_version)
+            return await score_rewards(
+                verifier, reward_mode, task, problems, solutions, labels, min_version, self.settings.reward_deadline_s
+            )
 
         return self._clients.call(work)
 

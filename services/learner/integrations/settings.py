@@ -33,6 +33,9 @@ class IntegrationSettings(TaskSettings):
     """CA bundle of the services' TLS certificates; unset = plaintext."""
     timeout_s: float = Field(60.0, gt=0)
     """Deadline of each call to a service."""
+    reward_deadline_s: float = Field(120.0, gt=0)
+    """How long a reward keeps asking a verifier that is restarting or full (jittered backoff) before it raises an
+    error naming the service, the status and the attempts; a failed scorer is never a reward of 0."""
     reward: RewardMode = "verifier"
     """What reward functions (OpenRLHF reward_func, TRL, verl) return: the verifier's score (a logit), task
     correctness against the label (1 or 0), or their sum."""

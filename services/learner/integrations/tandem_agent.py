@@ -125,7 +125,14 @@ class TandemAgent:
         labels = None if label is None else [label]
         problem, _ = prompts.parse(prompt)
         (reward,) = await score_rewards(
-            verifier, mode, prompts.task, [problem], [solution], labels, self.settings.verifier_min_version
+            verifier,
+            mode,
+            prompts.task,
+            [problem],
+            [solution],
+            labels,
+            self.settings.verifier_min_version,
+            self.settings.reward_deadline_s,
         )
         extra_logs = {
             "senior_token_frac": authorship.senior_token_frac,
