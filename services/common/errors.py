@@ -1,7 +1,9 @@
-"""Domain errors raised by business code; the gRPC interceptor maps each one to a status code.
+"""Domain errors raised by business code; each carries its gRPC status code, and :data:`HTTP_STATUS` is the one
+table from those codes to HTTP statuses (the verifier's ``/get_reward``), so both protocols answer the same error
+the same way.
 
 Business code never calls ``context.abort``: it raises one of these and the mapping lives in one place
-(``services.common.interceptors``).
+(``services.common.interceptors`` for gRPC, :func:`http_status` for HTTP).
 """
 
 from __future__ import annotations
@@ -69,3 +71,22 @@ class ArtifactError(DomainError):
     """An artifact is missing, corrupt, or its path escapes the store's root."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+"""gRPC status → HTTP status, as in Google's API design guide; anything else is 500."""
+
+RETRY_LATER = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
+"""Statuses a client should retry after a pause (HTTP adds ``Retry-After``)."""
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)

@@ -21,12 +21,16 @@ import hmac
 import json
 import logging
 import ssl
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import grpc
 from aiohttp import web
 
-from services.common.errors import InvalidArgument, NotReady, Overloaded
+from services.common.errors import RETRY_LATER, DomainError, InvalidArgument, http_status
+from services.common.metrics import GRPC_IN_FLIGHT, GRPC_LATENCY, GRPC_REQUESTS
 from services.common.offload import validate_sized
 from services.tasks.base import Task
 from services.verifier.model import VerifierModel
@@ -36,6 +40,8 @@ from services.verifier.service import ITEMS, probability
 log = logging.getLogger(__name__)
 
 ROUTE = "/get_reward"
+METHOD = "GetReward"
+"""The route's method label in the request metrics, beside the gRPC methods'."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,6 @@ RETRY_AFTER_S = 1
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def _retry_later(status: int, message: str) -> web.Response:
-    return _error(status, message, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -116,21 +118,31 @@ def make_app(
         return parse_reward_request(_parse_body(raw), model.prompts, model, mode=reward, max_items=max_items)
 
     async def get_reward(request: web.Request) -> web.Response:
+        # The same counters and the same error table as the gRPC methods (code names, one HTTP_STATUS map).
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        GRPC_IN_FLIGHT.labels("verifier", METHOD).inc()
         try:
             raw = await request.read()
             model = get_model()  # read once: a hot swap never mixes versions within a response
             # Parsing tokenises every query: a large body does it off the event loop.
             items = await validate_sized(len(raw), parse, raw, model)
             logits = [] if reward == "correctness" else await model.score([item.pair for item in items])
-        except InvalidArgument as exc:
-            return _error(400, str(exc))
-        except Overloaded as exc:
-            return _retry_later(429, str(exc) or "the verifier queue is full")
-        except NotReady as exc:
-            return _retry_later(503, str(exc) or "the verifier is not ready")
-        ITEMS.labels("get_reward").inc(len(items))
-        reply = combine(reward, items, logits, model.prompts.task, model.weights.version)
-        return web.json_response({"rewards": reply.rewards, "scores": reply.scores, "extra_logs": reply.extra_logs})
+            ITEMS.labels("get_reward").inc(len(items))
+            reply = combine(reward, items, logits, model.prompts.task, model.weights.version)
+            return web.json_response({"rewards": reply.rewards, "scores": reply.scores, "extra_logs": reply.extra_logs})
+        except DomainError as exc:
+            code = exc.code
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if code in RETRY_LATER else None
+            return _error(http_status(code), str(exc), headers)
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("unexpected error in %s (error id %s)", ROUTE, error_id)
+            return _error(500, f"internal error (error id {error_id}; see server log)")
+        finally:
+            GRPC_IN_FLIGHT.labels("verifier", METHOD).dec()
+            GRPC_REQUESTS.labels("verifier", METHOD, code.name).inc()
+            GRPC_LATENCY.labels("verifier", METHOD).observe(time.perf_counter() - started)
 
     app = web.Application(middlewares=[bearer_auth(auth_token)] if auth_token is not None else [])
     app.router.add_post(ROUTE, get_reward)

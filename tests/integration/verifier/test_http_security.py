@@ -99,3 +99,21 @@ async def test_a_model_still_loading_is_503_with_retry_after(session: aiohttp.Cl
         await server.stop()
     assert status == 503 and reply == {"error": "the verifier is still loading"}
     assert headers["Retry-After"] == "1"
+
+
+async def test_http_calls_count_in_the_same_metrics_as_grpc_under_grpc_code_names(
+    start_server: VerifierFactory, session: aiohttp.ClientSession
+) -> None:
+    from services.common.metrics import GRPC_REQUESTS
+
+    def count(code: str) -> float:
+        return GRPC_REQUESTS.labels("verifier", "GetReward", code)._value.get()
+
+    verifier = await start_server(http_port=0)
+    url = f"http://127.0.0.1:{verifier.app.http_port}/get_reward"
+    before = {code: count(code) for code in ("OK", "INVALID_ARGUMENT")}
+    assert (await post(session, url, openrlhf_body(PAIRS[:2])))[0] == 200
+    assert (await post(session, url, {"query": []}))[0] == 400
+    assert (await post(session, url, {"query": []}))[0] == 400
+    assert count("OK") == before["OK"] + 1
+    assert count("INVALID_ARGUMENT") == before["INVALID_ARGUMENT"] + 2
