@@ -92,6 +92,27 @@ def _non_negative(field_name: str, value: float) -> None:
         raise InvalidArgument(field_name, f"must be a finite number >= 0, got {value}")
 
 
+LIMITS: dict[str, int] = {
+    "config.steps": 1_000_000,
+    "config.optimizer.group_size": 1_024,
+    "config.optimizer.problems_per_step": 4_096,
+    "config.optimizer.max_new_tokens": 32_768,
+    "config.handoff.max_gap_tokens": 32_768,
+    "config.handoff.chunk_tokens": 32_768,
+    "config.game.rounds": 1_000,
+    "config.game.steps_per_round": 100_000,
+    "config.evaluation.every_steps": 1_000_000,
+    "config.evaluation.num_problems": 10_000,
+}
+"""Upper bounds: a run sized past them would hold the learner for hours or exhaust its memory (a test split of
+2e9 problems is drawn when the run is created), so StartRun refuses it instead."""
+
+
+def _at_most(field_name: str, value: float) -> None:
+    if value > LIMITS[field_name]:
+        raise InvalidArgument(field_name, f"must be at most {LIMITS[field_name]:,}, got {value}")
+
+
 _VERIFIER_LOSSES: dict[int, str] = {
     learner_pb2.VERIFIER_LOSS_UNSPECIFIED: "bradley-terry",
     learner_pb2.VERIFIER_LOSS_BRADLEY_TERRY: "bradley-terry",
@@ -106,10 +127,13 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
     mode = _MODES[config.mode]
     if config.steps < 0 or (mode != "game" and config.steps == 0):
         raise InvalidArgument("config.steps", f"must be > 0 for a {mode} run, got {config.steps}")
+    _at_most("config.steps", config.steps)
     try:
         handoff = HandoffSchedule.from_proto(config.handoff)
     except ValueError as error:
         raise InvalidArgument("config.handoff", str(error)) from error
+    _at_most("config.handoff.max_gap_tokens", handoff.max_gap_tokens)
+    _at_most("config.handoff.chunk_tokens", handoff.chunk_tokens)
     o, d = config.optimizer, OptimizerOptions()
     optimizer = OptimizerOptions(
         learning_rate=_opt(o, "learning_rate", d.learning_rate),
@@ -123,6 +147,8 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
     )
     for name in ("learning_rate", "group_size", "problems_per_step", "clip_eps", "temperature", "max_new_tokens"):
         _positive(f"config.optimizer.{name}", getattr(optimizer, name))
+    for name in ("group_size", "problems_per_step", "max_new_tokens"):
+        _at_most(f"config.optimizer.{name}", getattr(optimizer, name))
     if optimizer.group_size < 2:
         raise InvalidArgument("config.optimizer.group_size", "must be >= 2: advantages are normalised in a group")
     if not 0 <= optimizer.junior_token_weight <= 1:
@@ -146,12 +172,16 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)
         _positive("config.game.steps_per_round", game.steps_per_round)
+        _at_most("config.game.rounds", game.rounds)
+        _at_most("config.game.steps_per_round", game.steps_per_round)
     _non_negative("config.game.centering_lambda", game.centering_lambda)
     e = config.evaluation
     eval_every = int(_opt(e, "every_steps", 10))
     eval_problems = int(_opt(e, "num_problems", 64))
     _positive("config.evaluation.every_steps", eval_every)
     _positive("config.evaluation.num_problems", eval_problems)
+    _at_most("config.evaluation.every_steps", eval_every)
+    _at_most("config.evaluation.num_problems", eval_problems)
     format_bonus = _opt(config, "format_bonus", 0.0)
     if not 0 <= format_bonus < 1:
         raise InvalidArgument("config.format_bonus", "must be in [0, 1): below the reward of a correct answer")

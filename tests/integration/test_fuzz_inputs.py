@@ -25,11 +25,15 @@ from hypothesis import strategies as st
 
 from services.common.genproto.legibility.v1 import (
     common_pb2,
+    learner_pb2,
+    learner_pb2_grpc,
     verifier_pb2,
     verifier_pb2_grpc,
     weak_model_pb2,
     weak_model_pb2_grpc,
 )
+from services.learner.app import start_learner
+from services.learner.settings import LearnerSettings
 from services.verifier.app import VerifierApp, start_verifier
 from services.verifier.settings import VerifierSettings
 from services.weak_model.app import WeakModelApp, start_weak_model
@@ -223,3 +227,104 @@ def test_get_reward_body(servers: Servers, body: str | bytes) -> None:
         assert reply["error"].split(":")[0].startswith(("body", "query", "prompts", "labels")), reply
     assert status in (200, 400)
     still_serving(servers)
+
+
+# -- the learner ---------------------------------------------------------------------------------------------------
+
+maybe_float = st.none() | numbers
+maybe_int = st.none() | ints
+
+
+@st.composite
+def run_configs(draw: st.DrawFn) -> learner_pb2.RunConfig:
+    return learner_pb2.RunConfig(
+        name=draw(texts),
+        mode=draw(st.integers(-1, 5)),
+        steps=draw(ints),
+        seed=draw(st.integers(-(2**63), 2**63 - 1)),
+        policy_model=draw(st.sampled_from(["", "/nonexistent", "models/strong"]) | texts),
+        handoff=learner_pb2.HandoffSchedule(
+            strategy=draw(st.integers(-1, 9)),
+            p_primary=draw(maybe_float),
+            max_gap_tokens=draw(maybe_int),
+            chunk_tokens=draw(maybe_int),
+        ),
+        optimizer=learner_pb2.PolicyOptimizer(
+            learning_rate=draw(maybe_float),
+            group_size=draw(maybe_int),
+            problems_per_step=draw(maybe_int),
+            clip_eps=draw(maybe_float),
+            kl_coef=draw(maybe_float),
+            junior_token_weight=draw(maybe_float),
+            temperature=draw(maybe_float),
+            max_new_tokens=draw(maybe_int),
+        ),
+        game=learner_pb2.GameConfig(
+            reward=draw(st.integers(-1, 6)),
+            rounds=draw(maybe_int),
+            steps_per_round=draw(maybe_int),
+            verifier_loss=draw(st.integers(-1, 5)),
+            centering_lambda=draw(maybe_float),
+            dca=draw(st.booleans()),
+        ),
+        evaluation=learner_pb2.EvaluationConfig(every_steps=draw(maybe_int), num_problems=draw(maybe_int)),
+        format_bonus=draw(maybe_float),
+        task=learner_pb2.TaskConfig(
+            name=draw(st.sampled_from(["", "toy", "gsm8k", "math"]) | texts),
+            data=draw(st.sampled_from(["", "tests/data/gsm8k_sample.jsonl", "/nonexistent.jsonl"]) | texts),
+            chat_template=draw(st.integers(-1, 4)),
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[learner_pb2_grpc.LearnerServiceStub]:
+    """A learner whose services are nowhere (its accepted runs fail at their first call, which is fine here)."""
+    root = tmp_path_factory.mktemp("learner")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    settings = LearnerSettings(
+        **QUICK, runs_dir=root / "runs", artifact_root=root / "artifacts", torch_threads=1, max_concurrent_runs=256,
+        weak_model_target="127.0.0.1:9", verifier_target="127.0.0.1:9",
+    )  # fmt: skip
+    app = asyncio.run_coroutine_threadsafe(start_learner(settings), loop).result(timeout=120)
+    channel = grpc.insecure_channel(f"127.0.0.1:{app.server.port}")
+    try:
+        yield learner_pb2_grpc.LearnerServiceStub(channel)
+    finally:
+        channel.close()
+        asyncio.run_coroutine_threadsafe(app.stop(), loop).result(timeout=120)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@given(config=run_configs())
+@example(config=learner_pb2.RunConfig(mode=1, steps=1, evaluation=learner_pb2.EvaluationConfig(num_problems=2**31 - 1)))
+@FUZZ
+def test_start_run(learner: learner_pb2_grpc.LearnerServiceStub, config: learner_pb2.RunConfig) -> None:
+    try:
+        run = learner.StartRun(learner_pb2.StartRunRequest(config=config), timeout=60).run
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert error.details().startswith("config"), error.details()
+    else:
+        learner.StopRun(learner_pb2.StopRunRequest(run_id=run.run_id), timeout=60)
+    assert len(learner.ListRuns(learner_pb2.ListRunsRequest(), timeout=30).runs) >= 0  # still answering
+
+
+@given(run_id=texts, after=st.integers(-(2**63), 2**63 - 1))
+@FUZZ
+def test_run_ids(learner: learner_pb2_grpc.LearnerServiceStub, run_id: str, after: int) -> None:
+    calls = [
+        lambda: learner.GetRun(learner_pb2.GetRunRequest(run_id=run_id), timeout=30),
+        lambda: learner.StopRun(learner_pb2.StopRunRequest(run_id=run_id), timeout=30),
+        lambda: next(
+            iter(learner.WatchRun(learner_pb2.WatchRunRequest(run_id=run_id, after_sequence=after), timeout=5))
+        ),
+    ]
+    for call in calls:
+        try:
+            call()
+        except grpc.RpcError as error:
+            assert error.code() in {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}, error.details()
