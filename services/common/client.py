@@ -6,7 +6,7 @@ service config that spreads calls over every replica and retries the ones a repl
   and the channel keeps one subchannel per pod. A ClusterIP name resolves to one virtual IP, so every call of a
   channel would go down one connection to one pod. Static lists work too: ``ipv4:10.0.0.5:50051,10.0.0.6:50051``.
 - Retries (gRPC's own retry policy, per attempt a random backoff up to the current one, doubling): Score,
-  ScoreSteps, Continue, LogProbs and GetModelInfo are retried on UNAVAILABLE (a replica restarting, draining or
+  ScoreSteps, Continue and LogProbs are retried on UNAVAILABLE (a replica restarting, draining or
   still loading) and RESOURCE_EXHAUSTED (its queue full), at most ``max_attempts`` times in all, within the call's
   deadline. The learner's StartRun / StopRun are not retried: they are not idempotent.
 """
@@ -45,8 +45,14 @@ class _BearerToken(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterce
         return await continuation(self._with_token(details), request)
 
 
-RETRIED_SERVICES = ("legibility.v1.VerifierService", "legibility.v1.WeakModelService")
-"""Services whose every method is safe to repeat (scoring, continuing, log-probs, model info)."""
+RETRIED_METHODS = (
+    ("legibility.v1.VerifierService", "Score"),
+    ("legibility.v1.VerifierService", "ScoreSteps"),
+    ("legibility.v1.WeakModelService", "Continue"),
+    ("legibility.v1.WeakModelService", "LogProbs"),
+)
+"""The hot-path methods, safe to repeat. GetModelInfo is not retried: callers use it as a quick probe (the learner's
+best-effort tokenizer check in StartRun must not hold StartRun for seconds when a service is down)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ def service_config(retry: RetryPolicy | None = RetryPolicy()) -> dict[str, Any]:
     if retry is not None:
         config["methodConfig"] = [
             {
-                "name": [{"service": service} for service in RETRIED_SERVICES],
+                "name": [{"service": service, "method": method} for service, method in RETRIED_METHODS],
                 "retryPolicy": {
                     "maxAttempts": retry.max_attempts,
                     "initialBackoff": f"{retry.initial_backoff_s}s",

@@ -9,7 +9,7 @@ import json
 import grpc
 import pytest
 
-from services.common.client import RETRIED_SERVICES, open_channel, service_config
+from services.common.client import RETRIED_METHODS, open_channel, service_config
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc
 from tests.integration.common.test_server import score_request
 
@@ -18,8 +18,9 @@ def test_the_service_config_retries_only_idempotent_services_and_balances_round_
     config = json.loads(json.dumps(service_config()))
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     (method,) = config["methodConfig"]
-    assert [n["service"] for n in method["name"]] == list(RETRIED_SERVICES)
-    assert "legibility.v1.LearnerService" not in RETRIED_SERVICES  # StartRun is not idempotent
+    assert [(n["service"], n["method"]) for n in method["name"]] == list(RETRIED_METHODS)
+    assert {n["method"] for n in method["name"]} == {"Score", "ScoreSteps", "Continue", "LogProbs"}
+    # Not StartRun (not idempotent), not GetModelInfo (a quick probe).
     assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
     assert method["retryPolicy"]["maxAttempts"] == 5
     assert "methodConfig" not in service_config(None)
