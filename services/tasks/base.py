@@ -89,6 +89,20 @@ class Task(Protocol):
         ...
 
 
+def stated_answer(task: Task, label: str) -> str | None:
+    """The gold answer a dataset label gives, as ``task`` compares it: a bare answer (``42``, ``"1,234"``,
+    ``"\\frac{1}{2}"``) or a reference solution stating it (``"… #### 42"``, ``"… \\boxed{\\frac12}"``); None when it
+    states none. One reading of labels for every caller (``/get_reward`` and the RL-stack adapters)."""
+    text = label.strip()
+    if not text:
+        return None
+    for stated in (text, f"#### {text}", f"\\boxed{{{text}}}"):
+        found = task.extract_answer(stated)
+        if found is not None:
+            return found
+    return None
+
+
 class TextTask:
     """The formats the bundled tasks share; subclasses give problems, answers and (optionally) jargon."""
 

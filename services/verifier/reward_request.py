@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.common.errors import InvalidArgument
-from services.tasks.base import Task
+from services.tasks.base import Task, stated_answer
 from services.tasks.prompts import PromptFormat, strip_end_tokens
 from services.verifier.model import Pair
 from services.verifier.validation import TextWindow, check_pair
@@ -42,8 +42,8 @@ def _string_list(body: dict[str, Any], field: str) -> list[str]:
 
 
 def gold_answer(task: Task, label: str) -> str:
-    """The gold answer a label gives: the final answer it states in the task's format, else the label itself."""
-    stated = task.extract_answer(label)
+    """The gold answer a label gives (:func:`~services.tasks.base.stated_answer`), else the label itself."""
+    stated = stated_answer(task, label)
     return stated if stated is not None else label.strip()
 
 

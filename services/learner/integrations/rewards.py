@@ -22,7 +22,7 @@ from services.common.genproto.legibility.v1 import verifier_pb2_grpc, weak_model
 from services.learner.integrations.settings import IntegrationSettings, RewardMode
 from services.learner.verifier_client import VerifierClient
 from services.learner.weak_client import WeakModelClient
-from services.tasks.base import Task
+from services.tasks.base import Task, stated_answer
 
 _T = TypeVar("_T")
 
@@ -55,12 +55,8 @@ def gold_answer(task: Task, label: Any, field: str = "label") -> str:
     ``"\\frac{1}{2}"``) or a reference solution stating it (``"… #### 42"``, ``"… \\boxed{\\frac12}"``)."""
     if isinstance(label, int) and not isinstance(label, bool):
         label = str(label)
-    if isinstance(label, str) and label.strip():
-        text = label.strip()
-        for stated in (text, f"#### {text}", f"\\boxed{{{text}}}"):
-            found = task.extract_answer(stated)
-            if found is not None:
-                return found
+    if isinstance(label, str) and (found := stated_answer(task, label)) is not None:
+        return found
     raise ValueError(f"{field}: expected an answer of task {task.name!r} or a solution stating one, got {label!r}")
 
 
