@@ -303,14 +303,19 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[learner_pb2_gr
 @example(config=learner_pb2.RunConfig(mode=1, steps=1, evaluation=learner_pb2.EvaluationConfig(num_problems=2**31 - 1)))
 @FUZZ
 def test_start_run(learner: learner_pb2_grpc.LearnerServiceStub, config: learner_pb2.RunConfig) -> None:
+    before = {r.run_id for r in learner.ListRuns(learner_pb2.ListRunsRequest(), timeout=30).runs}
     try:
         run = learner.StartRun(learner_pb2.StartRunRequest(config=config), timeout=60).run
     except grpc.RpcError as error:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
         assert error.details().startswith("config"), error.details()
+        started: set[str] = set()
     else:
         learner.StopRun(learner_pb2.StopRunRequest(run_id=run.run_id), timeout=60)
-    assert len(learner.ListRuns(learner_pb2.ListRunsRequest(), timeout=30).runs) >= 0  # still answering
+        started = {run.run_id}
+    # Still answering, and a refused config left no run behind.
+    after = {r.run_id for r in learner.ListRuns(learner_pb2.ListRunsRequest(), timeout=30).runs}
+    assert after - before == started
 
 
 @given(run_id=texts, after=st.integers(-(2**63), 2**63 - 1))
