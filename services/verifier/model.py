@@ -85,6 +85,8 @@ class VerifierModel:
         self._context_window = context_window(model.config, tokenizer)
         pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], **DECODE)
         self._max_text_chars = max_text_chars(pieces, self._context_window)
+        probe = "é∑\u2603 x"  # characters a lossy tokenizer drops (the bundled one does)
+        self._lossless = tokenizer.decode(tokenizer.encode(probe, add_special_tokens=False)) == probe
         self._torch_threads = torch_threads
         self._batcher = MicroBatcher[Pair, float](
             "verifier.score",
@@ -130,7 +132,12 @@ class VerifierModel:
         return self._input.token_count(problem, solution)
 
     def text_tokens(self, text: str) -> int:
-        """Tokens of ``text`` alone, without special tokens (0 when the tokenizer knows none of its characters)."""
+        """Tokens of ``text`` alone, without special tokens (0 when the tokenizer knows none of its characters).
+
+        A lossless tokenizer (byte-level BPE: GPT-2, Llama 3, Qwen2) gives every non-empty text a token, so it is not
+        tokenised a second time on the request path just to learn that."""
+        if self._lossless:
+            return 1 if text else 0
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     def step_ends(self, solution: str) -> list[int]:

@@ -179,3 +179,14 @@ async def test_cli_serves_a_qwen2_classifier_with_task_flags(qwen2) -> None:
         )
         assert response.model.tokenizer_sha256 == tokenizer_sha256(AutoTokenizer.from_pretrained(qwen2))
         assert await server.terminate() == 0
+
+
+def test_only_a_lossy_tokenizer_pays_for_the_no_known_token_check(qwen2: Path) -> None:
+    """Byte-level BPE gives every text a token: the check skips re-tokenising; the bundled tokenizer drops 'é'."""
+    from services.common.bundled_models import BUNDLED_VERIFIER
+    from services.verifier.model import load_verifier
+
+    own, bundled = load_verifier(qwen2), load_verifier(BUNDLED_VERIFIER)
+    assert own._lossless and not bundled._lossless
+    assert (own.text_tokens("ééé∑"), own.text_tokens("")) == (1, 0)
+    assert (bundled.text_tokens("ééé∑"), bundled.text_tokens("ab")) == (0, 2)
