@@ -70,6 +70,10 @@ def demo(
     verifier: Annotated[
         Path | None, typer.Option(help="Sequence-classification verifier [default: bundled].", exists=True)
     ] = None,
+    game_rounds: Annotated[int, typer.Option(help="Prover–verifier rounds after the tandem phase.", min=1)] = 2,
+    round_verifier_start: Annotated[
+        str, typer.Option(help="warm: each round's verifier starts from the last one; fresh: from the weak LM body.")
+    ] = "warm",
 ) -> None:
     """Run the end-to-end demo: Redis, the three services on loopback, a tandem phase and two game rounds; a report.
 
@@ -83,6 +87,8 @@ def demo(
     configure_logging(settings.log_level, settings.log_format, "demo")
     if chat_template not in ("auto", "none"):
         raise typer.BadParameter("must be auto or none", param_hint="--chat-template")
+    if round_verifier_start not in ("warm", "fresh"):
+        raise typer.BadParameter("must be warm or fresh", param_hint="--round-verifier-start")
     try:
         load_task(task, data)
     except ValueError as error:
@@ -97,7 +103,7 @@ def demo(
         verifier=verifier or defaults.verifier,
     )
     try:
-        asyncio.run(run_demo(out, quick, redis_url, models))
+        asyncio.run(run_demo(out, quick, redis_url, models, game_rounds, round_verifier_start))
     except RuntimeError as error:
         console.print(f"[red]demo failed:[/red] {error}")
         raise typer.Exit(1) from error

@@ -59,12 +59,15 @@ class DemoPlan:
     verifier_train_steps: int
     round_sample_problems: int
     models: DemoModels = DemoModels()
+    round_verifier_start: str = "warm"
 
 
 _CHAT = {"auto": learner_pb2.CHAT_TEMPLATE_AUTO, "none": learner_pb2.CHAT_TEMPLATE_NONE}
 
 
-def demo_plan(quick: bool, models: DemoModels | None = None) -> DemoPlan:
+def demo_plan(
+    quick: bool, models: DemoModels | None = None, game_rounds: int = 2, round_verifier_start: str = "warm"
+) -> DemoPlan:
     """The run the demo asks for: full (≈6 min on 2 cores) or quick (about a minute, for tests)."""
     config = learner_pb2.RunConfig(
         name="demo" + (" (quick)" if quick else ""),
@@ -75,7 +78,9 @@ def demo_plan(quick: bool, models: DemoModels | None = None) -> DemoPlan:
         optimizer=learner_pb2.PolicyOptimizer(
             learning_rate=3e-5, group_size=8, problems_per_step=4 if quick else 8, max_new_tokens=100
         ),
-        game=learner_pb2.GameConfig(reward=learner_pb2.GAME_REWARD_SRC, rounds=2, steps_per_round=2 if quick else 10),
+        game=learner_pb2.GameConfig(
+            reward=learner_pb2.GAME_REWARD_SRC, rounds=game_rounds, steps_per_round=2 if quick else 10
+        ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
     )
     models = models or DemoModels()
@@ -87,7 +92,11 @@ def demo_plan(quick: bool, models: DemoModels | None = None) -> DemoPlan:
         )
     )
     return DemoPlan(
-        config, verifier_train_steps=40 if quick else 300, round_sample_problems=24 if quick else 128, models=models
+        config,
+        verifier_train_steps=40 if quick else 300,
+        round_sample_problems=24 if quick else 128,
+        models=models,
+        round_verifier_start=round_verifier_start,
     )
 
 
@@ -119,7 +128,8 @@ async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator
          "--redis-url", redis_url, "--artifact-root", str(store), "--runs-dir", str(root / "runs"),
          "--verifier-train-steps", str(plan.verifier_train_steps),
          "--round-sample-problems", str(plan.round_sample_problems),
-         "--policy-model-path", str(models.policy.resolve()), "--verifier-init-path", str(models.weak.resolve())],
+         "--policy-model-path", str(models.policy.resolve()), "--verifier-init-path", str(models.weak.resolve()),
+         "--verifier-base-path", str(models.verifier.resolve()), "--round-verifier-start", plan.round_verifier_start],
         logs,
         free_port(),
     )  # fmt: skip
@@ -164,13 +174,18 @@ async def _follow(stub: learner_pb2_grpc.LearnerServiceStub, run: learner_pb2.Ru
 
 
 async def run_demo(
-    out: Path, quick: bool = False, redis_url: str | None = None, models: DemoModels | None = None
+    out: Path,
+    quick: bool = False,
+    redis_url: str | None = None,
+    models: DemoModels | None = None,
+    game_rounds: int = 2,
+    round_verifier_start: str = "warm",
 ) -> Path:
     """Run the demo; returns the run's directory (holding report.md). Raises RuntimeError if the run fails."""
     started = time.perf_counter()
     root = (out / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
     root.mkdir(parents=True)
-    plan = demo_plan(quick, models)
+    plan = demo_plan(quick, models, game_rounds, round_verifier_start)
     redis = None
     if redis_url is None:
         redis = EmbeddedRedis(data_dir=root / "redis")

@@ -24,6 +24,10 @@ class Generated:
     token_ids: list[int]
     logprobs: list[float]
     ending: Ending
+    eos_id: int | None = None
+    """The EOS token that ended the text (not kept), when one did."""
+    eos_logprob: float | None = None
+    """Its log-prob: a trainer that learns to stop trains on it."""
 
 
 @dataclass
@@ -35,6 +39,8 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     ending: Ending | None = None
+    eos_id: int | None = None
+    eos_logprob: float | None = None
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,6 +114,7 @@ def generate(
             token = _choose(logits[slot], row.request, row.generator)
             if token in eos_ids:
                 row.ending = row.scanner.finish(eos=True)
+                row.eos_id, row.eos_logprob = token, float(logprobs[slot, token])
                 continue
             row.ids.append(token)
             row.logprobs.append(float(logprobs[slot, token]))
@@ -138,7 +145,7 @@ def generate(
     for row in rows:
         assert row.ending is not None
         kept = row.ending.kept
-        results.append(Generated(row.ids[:kept], row.logprobs[:kept], row.ending))
+        results.append(Generated(row.ids[:kept], row.logprobs[:kept], row.ending, row.eos_id, row.eos_logprob))
     return results
 
 

@@ -17,9 +17,9 @@ from services.learner.weak_client import WeakModelClient
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 
-SOLO = HandoffSchedule(p_primary=1.0, max_gap_tokens=1 << 30)
-"""The policy writes everything: no forced redraw."""
-HANDOFF = HandoffSchedule(strategy="alternating", max_gap_tokens=1 << 30)
+SOLO = HandoffSchedule(strategy="random_chunk", p_primary=1.0, max_gap_tokens=1 << 30, chunk_tokens=1 << 30)
+"""The policy writes everything, in one segment to EOS or the budget."""
+HANDOFF = HandoffSchedule(strategy="alternating_step", max_gap_tokens=1 << 30)
 """Policy and weak model alternate one step (line) each, starting with the policy: the tandem paper's handoff test."""
 
 

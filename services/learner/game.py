@@ -10,9 +10,9 @@ from services.common.artifacts import ArtifactStore
 from services.common.samples import LabelledSample, put_samples, samples_uri
 from services.jobs.verifier_training.job import TrainedVerifier, train_verifier_job
 from services.jobs.verifier_training.settings import TrainVerifierSettings
-from services.learner.credit import dca_token_rewards
+from services.learner.credit import dca_token_advantages
 from services.learner.evaluation import write_solutions
-from services.learner.game_rewards import GameRewardKind, ScoredSample, game_rewards
+from services.learner.game_rewards import GameRewardKind, ScoredSample, SrcBaseline, game_rewards
 from services.learner.policy import TransformersPolicy
 from services.learner.policy_step import Attempt, CreditFn, RewardFn
 from services.learner.rollout import RolloutOptions
@@ -22,7 +22,9 @@ from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 
 
-def game_reward(verifier: VerifierClient, kind: GameRewardKind, min_version: int) -> RewardFn:
+def game_reward(
+    verifier: VerifierClient, kind: GameRewardKind, min_version: int, baseline: SrcBaseline = "problem_role"
+) -> RewardFn:
     """Rewards from the verifier's scores of each attempt (SRC, CGC or goodharting); refuses older verifiers."""
 
     async def reward(attempts: Sequence[Attempt]) -> tuple[list[float], dict[str, float]]:
@@ -38,25 +40,25 @@ def game_reward(verifier: VerifierClient, kind: GameRewardKind, min_version: int
             extra["score_helpful_correct"] = fmean(helpful_correct)
         if sneaky_incorrect:
             extra["score_sneaky_incorrect"] = fmean(sneaky_incorrect)
-        return game_rewards(samples, kind), extra
+        return game_rewards(samples, kind, baseline), extra
 
     return reward
 
 
 def dca_credit(verifier: VerifierClient, policy: TransformersPolicy, min_version: int) -> CreditFn:
-    """Outcome rewards split over steps by ``ScoreSteps`` gains (s_0 = 0, the centred verifier's neutral score)."""
+    """Group advantages split over steps by ``ScoreSteps`` changes (s_0 = 0, the centred verifier's neutral score)."""
 
-    async def credit(attempts: Sequence[Attempt], rewards: Sequence[float]) -> list[list[float]]:
+    async def credit(attempts: Sequence[Attempt], advantages: Sequence[float]) -> list[list[float]]:
         scored = [i for i, a in enumerate(attempts) if a.solution.strip()]
         steps = await verifier.score_steps(
             [(attempts[i].problem.question, attempts[i].solution) for i in scored], min_version
         )
         step_scores: dict[int, list[tuple[int, float]]] = dict(zip(scored, steps, strict=True))
         return [
-            dca_token_rewards(
-                reward, step_scores.get(i, []), policy.tokens_text(a.rollout.response_ids), initial_score=0.0
+            dca_token_advantages(
+                advantage, step_scores.get(i, []), policy.tokens_text(a.trained_ids), initial_score=0.0
             )
-            for i, (a, reward) in enumerate(zip(attempts, rewards, strict=True))
+            for i, (a, advantage) in enumerate(zip(attempts, advantages, strict=True))
         ]
 
     return credit

@@ -1,12 +1,10 @@
 """Prover rewards of the prover–verifier game (Kirchner et al. 2024, arXiv 2407.13692): SRC, CGC, goodharting.
 
-Reading of SRC's "V' = V − mean of V over the role-conditioned batch for the problem": the batch is what the
-role-conditioned prover produced in this step, each sample's role drawn per sample (helpful or sneaky); the mean is
-over every sample of the same problem in that batch, both roles together (``center_by="problem"``). The baseline
-is then the prover's own average convincingness on that problem, so a sneaky-incorrect solution is rewarded only
-when it is more convincing than the prover's typical solution — helpful ones included. ``center_by="problem_role"``
-is the other reading (centre within each role) for comparison. svijayakumar2/PMV (``pmv-original/pmv/reward.py``)
-centres over the whole batch regardless of problem, which equals ours when a batch holds one problem; it keeps the
+SRC's "V' = V − mean of V over the role-conditioned batch for the problem": by default (``baseline="problem_role"``)
+the mean is over the step's samples of the same problem *and role*, so a sneaky solution competes with the other
+sneaky solutions to that problem and a helpful one with the helpful ones; a sample not above its role's mean gets
+−1. ``baseline="problem"`` pools both roles of a problem (this project's earlier reading, kept for comparison).
+svijayakumar2/PMV (``pmv-original/pmv/reward.py``) centres over the whole batch regardless of problem; it keeps the
 same sign rule and the −1 for V' ≤ 0.
 """
 
@@ -20,6 +18,8 @@ from typing import Literal
 from services.common.genproto.legibility.v1 import learner_pb2
 
 Role = Literal["helpful", "sneaky"]
+SrcBaseline = Literal["problem_role", "problem"]
+SRC_BASELINES: tuple[str, ...] = ("problem_role", "problem")
 GameRewardKind = Literal["src", "cgc", "goodhart"]
 CGC_PENALTY = -2.0
 """V0: the CGC reward of a sample whose correctness does not match its role."""
@@ -49,15 +49,18 @@ class ScoredSample:
         return self.helpful == self.correct
 
 
-def src_rewards(
-    samples: Sequence[ScoredSample], center_by: Literal["problem", "problem_role"] = "problem"
-) -> list[float]:
+def baseline_key(sample: ScoredSample, baseline: SrcBaseline) -> tuple[str, ...]:
+    """The samples a sample is compared with: those of its problem and role, or of its problem."""
+    if baseline not in SRC_BASELINES:
+        raise ValueError(f"baseline must be problem_role or problem; got {baseline!r}")
+    return (sample.problem_id, sample.role) if baseline == "problem_role" else (sample.problem_id,)
+
+
+def src_rewards(samples: Sequence[ScoredSample], baseline: SrcBaseline = "problem_role") -> list[float]:
     """Signed relative convincingness: R = (2·correct − 1)·(2·helpful − 1)·V' if V' > 0, else −1."""
-    if center_by not in ("problem", "problem_role"):
-        raise ValueError(f"center_by must be problem or problem_role; got {center_by!r}")
 
     def key(sample: ScoredSample) -> tuple[str, ...]:
-        return (sample.problem_id,) if center_by == "problem" else (sample.problem_id, sample.role)
+        return baseline_key(sample, baseline)
 
     by_group: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for sample in samples:
@@ -82,10 +85,12 @@ def goodhart_rewards(samples: Sequence[ScoredSample]) -> list[float]:
     return [sample.score for sample in samples]
 
 
-def game_rewards(samples: Sequence[ScoredSample], kind: GameRewardKind = "src") -> list[float]:
-    """The prover reward of each sample, in order."""
+def game_rewards(
+    samples: Sequence[ScoredSample], kind: GameRewardKind = "src", baseline: SrcBaseline = "problem_role"
+) -> list[float]:
+    """The prover reward of each sample, in order (``baseline``: SRC's centring)."""
     if kind == "src":
-        return src_rewards(samples)
+        return src_rewards(samples, baseline)
     if kind == "cgc":
         return cgc_rewards(samples)
     if kind == "goodhart":

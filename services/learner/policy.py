@@ -67,4 +67,13 @@ class TransformersPolicy:
             )
         finally:
             self.model.train(was_training)
-        return [Segment(tuple(g.token_ids), tuple(g.logprobs), g.ending.reason is FinishReason.EOS) for g in generated]
+        return [
+            Segment(
+                tuple(g.token_ids),
+                tuple(g.logprobs),
+                g.ending.reason is FinishReason.EOS,
+                eos_log_prob=g.eos_logprob,
+                eos_id=g.eos_id,
+            )
+            for g in generated
+        ]

@@ -11,6 +11,9 @@ The reduction is the weighted mean ``sum(w·x) / sum(w)``, which is exactly ``ma
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from statistics import fmean, stdev
 from typing import Literal
 
 import torch
@@ -34,6 +37,23 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) 
     if group_size == 1:
         return centred.reshape(-1)  # zeros; the unbiased std of one value is NaN
     return (centred / (groups.std(dim=-1, keepdim=True) + eps)).reshape(-1)
+
+
+def keyed_advantages(rewards: Sequence[float], keys: Sequence[Hashable], eps: float = 1e-6) -> list[float]:
+    """:func:`group_advantages` over groups named by ``keys`` (e.g. (problem, role)) instead of consecutive runs.
+
+    Same formula: (reward − mean of its group) / (unbiased std of its group + eps); a group of one gets 0.
+    """
+    if len(rewards) != len(keys):
+        raise ValueError(f"{len(rewards)} rewards but {len(keys)} keys")
+    groups: dict[Hashable, list[float]] = defaultdict(list)
+    for reward, key in zip(rewards, keys, strict=True):
+        groups[key].append(reward)
+    stats = {key: (fmean(v), stdev(v) if len(v) > 1 else 0.0) for key, v in groups.items()}
+    return [
+        0.0 if len(groups[key]) == 1 else (reward - stats[key][0]) / (stats[key][1] + eps)
+        for reward, key in zip(rewards, keys, strict=True)
+    ]
 
 
 def approx_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, kind: KlKind = "k3") -> torch.Tensor:

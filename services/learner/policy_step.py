@@ -10,9 +10,8 @@ from statistics import fmean
 
 import torch
 
-from services.learner.credit import token_advantages
 from services.learner.policy import TransformersPolicy
-from services.learner.policy_loss import group_advantages
+from services.learner.policy_loss import group_advantages, keyed_advantages
 from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
 from services.learner.segments import SegmentWriter
 from services.learner.trainer import PolicyTrainer, TrainItem
@@ -34,19 +33,32 @@ class Attempt:
     """The solution states a final answer (right or wrong)."""
     jargon: bool | None
     """The task's style marker (None when the task has none)."""
+    trained_ids: tuple[int, ...]
+    """The tokens the update trains on: the response, plus the EOS that ended it (stopping is learnt too)."""
+    trained_by_policy: tuple[bool, ...]
+    """Whether the policy wrote each trained token (weak-model tokens get the weight λ)."""
+
+    def token_weights(self, junior_token_weight: float) -> tuple[float, ...]:
+        """Loss weight per trained token: 1 for the policy's, λ = ``junior_token_weight`` for the weak model's."""
+        self.rollout.authorship.loss_weights(junior_token_weight)  # validates λ
+        return tuple(1.0 if by_policy else junior_token_weight for by_policy in self.trained_by_policy)
 
 
-def attempt(task: Task, problem: Problem, role: Role | None, rollout: Rollout, solution: str) -> Attempt:
-    """One rollout labelled by the task's checker."""
+def attempt(
+    task: Task, problem: Problem, role: Role | None, rollout: Rollout, solution: str, eos_id: int | None
+) -> Attempt:
+    """One rollout labelled by the task's checker; ``eos_id``: the EOS to train when the writer named none."""
     answer = task.extract_answer(solution)
     correct = answer is not None and task.is_correct(solution, problem.answer)
-    return Attempt(problem, role, rollout, solution, correct, answer is not None, task.is_jargon(solution))
+    ids, by_policy, _ = rollout.completion(eos_id)
+    jargon = task.is_jargon(solution)
+    return Attempt(problem, role, rollout, solution, correct, answer is not None, jargon, tuple(ids), tuple(by_policy))
 
 
 RewardFn = Callable[[Sequence[Attempt]], Awaitable[tuple[list[float], dict[str, float]]]]
 """Rewards for a step's attempts (in order) and extra metrics to log."""
 CreditFn = Callable[[Sequence[Attempt], Sequence[float]], Awaitable[list[list[float]]]]
-"""Per-token rewards of each attempt, summing to its outcome reward (deliberative credit assignment)."""
+"""Per-trained-token advantages of each attempt from its group advantage (deliberative credit assignment)."""
 
 
 def correctness_reward(format_bonus: float) -> RewardFn:
@@ -59,6 +71,17 @@ def correctness_reward(format_bonus: float) -> RewardFn:
     return reward
 
 
+def _roles(group: int, rng: random.Random, with_roles: bool) -> list[Role | None]:
+    """The roles of one problem's group: none, or balanced helpful / sneaky (a stratified form of the paper's
+    uniform per-sample draw: every problem gets both roles, so each role has a baseline to compare with)."""
+    if not with_roles:
+        return [None] * group
+    roles: list[Role | None] = ["helpful", "sneaky"] * (group // 2)
+    if group % 2:
+        roles.append(rng.choice(("helpful", "sneaky")))
+    return roles
+
+
 async def policy_step(
     trainer: PolicyTrainer,
     weak: SegmentWriter,
@@ -69,31 +92,39 @@ async def policy_step(
     seed: int,
     with_roles: bool = False,
     credit_fn: CreditFn | None = None,
+    baseline_by_role: bool = False,
 ) -> tuple[dict[str, float], list[Attempt]]:
-    """Sample ``group_size`` rollouts per problem (roles drawn per sample when ``with_roles``), reward, update."""
+    """Sample ``group_size`` rollouts per problem, reward, update.
+
+    ``with_roles``: half of each problem's group is prompted helpful, half sneaky (the odd one drawn), and with
+    ``baseline_by_role`` each rollout's advantage is relative to the rollouts of its problem *and role*.
+    """
     policy: TransformersPolicy = trainer.policy
     group = trainer.options.group_size
     rng = random.Random(seed)
-    targets = [(p, rng.choice(("helpful", "sneaky")) if with_roles else None) for p in problems for _ in range(group)]
+    targets = [(p, role) for p in problems for role in _roles(group, rng, with_roles)]
     prompt_ids = [prompts.encode(prompts.render(p.question, role)) for p, role in targets]
     rollouts = new_rollouts(prompt_ids, options, policy.context_window, seed)
     await run_tandem(rollouts, policy, weak, options)
     task = prompts.task
     attempts = [
-        attempt(task, p, role, r, policy.decode(r.response_ids)) for (p, role), r in zip(targets, rollouts, strict=True)
+        attempt(task, p, role, r, policy.decode(r.response_ids), policy.tokenizer.eos_token_id)
+        for (p, role), r in zip(targets, rollouts, strict=True)
     ]
     rewards, extra = await reward_fn(attempts)
-    advantages: list[float] | list[list[float]]
-    if credit_fn is None:
-        advantages = group_advantages(torch.tensor(rewards), group).tolist()
+    if baseline_by_role:
+        group_relative = keyed_advantages(rewards, [(i // group, a.role) for i, a in enumerate(attempts)])
     else:
-        advantages = token_advantages(await credit_fn(attempts, rewards), rewards, group)
+        group_relative = group_advantages(torch.tensor(rewards, dtype=torch.float64), group).tolist()
+    advantages: Sequence[float] | list[list[float]] = group_relative
+    if credit_fn is not None:
+        advantages = await credit_fn(attempts, group_relative)
     weight = trainer.options.junior_token_weight
     items = [
         TrainItem(
             a.rollout.prompt_ids,
-            tuple(a.rollout.response_ids),
-            tuple(a.rollout.authorship.loss_weights(weight)),
+            a.trained_ids,
+            a.token_weights(weight),
             adv if isinstance(adv, float) else tuple(adv),
         )
         for a, adv in zip(attempts, advantages, strict=True)

@@ -41,6 +41,8 @@ class Rollout:
     """Who emitted the EOS that ended the text (None while running or when the budget ran out)."""
     eos_log_prob: float | None = None
     """The policy's log-prob of that EOS, when the policy ended the text and its writer reports it."""
+    eos_id: int | None = None
+    """Which EOS token ended the text, when its writer reports it."""
     segments: int = 0
 
     @property
@@ -52,14 +54,18 @@ class Rollout:
         return self.authorship.token_ids
 
     def completion(self, eos_id: int | None) -> tuple[list[int], list[bool], list[float]]:
-        """The response as an RL stack trains on it: token ids with ``eos_id`` appended when the text ended (so
-        stopping is learnt where the policy stopped), whether the policy wrote each token (the EOS: if the policy
-        ended the text), and the policy's log-prob of each (0.0 where the weak model wrote)."""
+        """The response as an RL stack trains on it, so stopping is learnt where the policy stopped.
+
+        Token ids with the EOS that ended the text appended (the one its writer reports, else ``eos_id``), whether
+        the policy wrote each token (the EOS: if the policy ended the text), and the policy's log-prob of each (0.0
+        where the weak model wrote). A text that ran out of budget, or whose writer stopped without EOS, gets none.
+        """
         authorship = self.authorship
         ids, log_probs = authorship.token_ids, authorship.rollout_log_probs()
         by_policy = [a is Author.POLICY for a in authorship.authors]
-        if self.ended_by_eos and eos_id is not None:
-            ids.append(eos_id)
+        ended_with = self.eos_id if self.eos_id is not None else eos_id
+        if self.ended_by is not None and ended_with is not None:
+            ids.append(ended_with)
             by_policy.append(self.ended_by is Author.POLICY)
             log_probs.append(self.eos_log_prob or 0.0)
         return ids, by_policy, log_probs
@@ -123,3 +129,4 @@ async def run_tandem(
                 if segment.ended:
                     rollout.ended_by = author
                     rollout.eos_log_prob = segment.eos_log_prob if author is Author.POLICY else None
+                    rollout.eos_id = segment.eos_id

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -167,14 +168,16 @@ class Run:
     async def _game_phase(self, trainer: PolicyTrainer) -> None:
         assert self.verifier is not None
         game = self.options.game
-        schedule = self.options.handoff if self.options.mode == "tandem_game" else SOLO
+        # The prover alone by default: the verifier trains, and the game rewards, on the prover's own solutions.
+        tandem = self.options.mode == "tandem_game" and game.tandem_rollouts
+        schedule = self.options.handoff if tandem else SOLO
         options = RolloutOptions(
             schedule, self.options.optimizer.max_new_tokens, policy_temperature=self.options.optimizer.temperature
         )
         while self.state.round < game.rounds:
             round_ = self.state.round
             version = await self._prepare_verifier(trainer, round_, options)
-            reward = game_reward(self.verifier, game.reward, version)
+            reward = game_reward(self.verifier, game.reward, version, game.src_baseline)
             credit = dca_credit(self.verifier, trainer.policy, version) if game.dca else None
             while self.state.round_steps_done < game.steps_per_round:
                 self._check_stop()
@@ -189,6 +192,7 @@ class Run:
                     self._seed("game"),
                     with_roles=True,
                     credit_fn=credit,
+                    baseline_by_role=game.src_baseline == "problem_role",
                 )
                 self.state.round_steps_done += 1
                 await self._after_step(trainer, "game", metrics)
@@ -216,7 +220,7 @@ class Run:
             settings = self.settings
             job = TrainVerifierSettings(
                 samples=[samples_uri(dataset, r) for r in range(round_ + 1)],
-                init_model_path=settings.verifier_init_path,
+                init_model_path=self._round_verifier_init(round_),
                 out_dir=self.dir / "verifier" / f"round{round_}",
                 loss=self.options.game.verifier_loss,
                 centering_lambda=self.options.game.centering_lambda,
@@ -265,6 +269,16 @@ class Run:
             f"round {round_}: the verifier service serves v{version}",
         )
         return version
+
+    def _round_verifier_init(self, round_: int) -> Path:
+        """The checkpoint a round's verifier training starts from (see ``LearnerSettings.round_verifier_start``)."""
+        if self.settings.round_verifier_start == "fresh":
+            return self.settings.verifier_init_path
+        for earlier in range(round_ - 1, -1, -1):  # a round whose verifier was not retrained left no checkpoint
+            checkpoint = self.dir / "verifier" / f"round{earlier}"
+            if (checkpoint / "config.json").is_file():
+                return checkpoint
+        return self.settings.verifier_base_path
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from services.common.errors import InvalidArgument
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.game_rewards import GameRewardKind, reward_kind_from_proto
+from services.learner.game_rewards import GameRewardKind, SrcBaseline, reward_kind_from_proto
 from services.learner.schedule import HandoffSchedule
 from services.learner.trainer import OptimizerOptions
 from services.tasks.base import Task
@@ -51,6 +51,9 @@ class GameOptions:
     verifier_loss: Literal["bradley-terry", "cross-entropy"] = "bradley-terry"
     centering_lambda: float = 0.01
     dca: bool = False
+    src_baseline: SrcBaseline = "problem_role"
+    tandem_rollouts: bool = False
+    """tandem_game runs: the game's rollouts and round samples written jointly with the weak model too."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ LIMITS: dict[str, int] = {
     "config.optimizer.group_size": 1_024,
     "config.optimizer.problems_per_step": 4_096,
     "config.optimizer.max_new_tokens": 32_768,
+    "config.optimizer.ppo_epochs": 64,
+    "config.optimizer.mini_batches": 4_096,
     "config.handoff.max_gap_tokens": 32_768,
     "config.handoff.chunk_tokens": 32_768,
     "config.game.rounds": 1_000,
@@ -112,6 +117,12 @@ def _at_most(field_name: str, value: float) -> None:
     if value > LIMITS[field_name]:
         raise InvalidArgument(field_name, f"must be at most {LIMITS[field_name]:,}, got {value}")
 
+
+_SRC_BASELINES: dict[int, SrcBaseline] = {
+    learner_pb2.SRC_BASELINE_UNSPECIFIED: "problem_role",
+    learner_pb2.SRC_BASELINE_PROBLEM_ROLE: "problem_role",
+    learner_pb2.SRC_BASELINE_PROBLEM: "problem",
+}
 
 _VERIFIER_LOSSES: dict[int, str] = {
     learner_pb2.VERIFIER_LOSS_UNSPECIFIED: "bradley-terry",
@@ -144,10 +155,13 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         junior_token_weight=_opt(o, "junior_token_weight", d.junior_token_weight),
         temperature=_opt(o, "temperature", d.temperature),
         max_new_tokens=int(_opt(o, "max_new_tokens", d.max_new_tokens)),
+        ppo_epochs=int(_opt(o, "ppo_epochs", d.ppo_epochs)),
+        mini_batches=int(_opt(o, "mini_batches", d.mini_batches)),
     )
-    for name in ("learning_rate", "group_size", "problems_per_step", "clip_eps", "temperature", "max_new_tokens"):
+    positive = ("learning_rate", "group_size", "problems_per_step", "clip_eps", "temperature", "max_new_tokens")
+    for name in (*positive, "ppo_epochs", "mini_batches"):
         _positive(f"config.optimizer.{name}", getattr(optimizer, name))
-    for name in ("group_size", "problems_per_step", "max_new_tokens"):
+    for name in ("group_size", "problems_per_step", "max_new_tokens", "ppo_epochs", "mini_batches"):
         _at_most(f"config.optimizer.{name}", getattr(optimizer, name))
     if optimizer.group_size < 2:
         raise InvalidArgument("config.optimizer.group_size", "must be >= 2: advantages are normalised in a group")
@@ -159,6 +173,8 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         reward = reward_kind_from_proto(g.reward)
     except ValueError:
         raise InvalidArgument("config.game.reward", f"unknown value {g.reward}") from None
+    if g.src_baseline not in _SRC_BASELINES:
+        raise InvalidArgument("config.game.src_baseline", f"unknown value {g.src_baseline}")
     if g.verifier_loss not in _VERIFIER_LOSSES:
         raise InvalidArgument("config.game.verifier_loss", f"unknown value {g.verifier_loss}")
     game = GameOptions(
@@ -168,6 +184,8 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         verifier_loss=_VERIFIER_LOSSES[g.verifier_loss],  # type: ignore[arg-type]
         centering_lambda=_opt(g, "centering_lambda", gd.centering_lambda),
         dca=g.dca,
+        src_baseline=_SRC_BASELINES[g.src_baseline],
+        tandem_rollouts=g.tandem_rollouts,
     )
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)

@@ -24,6 +24,8 @@ class Segment:
     """The author emitted EOS (not kept): the solution is complete."""
     eos_log_prob: float | None = None
     """The EOS token's log-prob under the author, when the writer reports it (trainers that learn to stop need it)."""
+    eos_id: int | None = None
+    """Which EOS token ended the text, when the writer reports it (a tokenizer may have several)."""
 
 
 class SegmentWriter(Protocol):

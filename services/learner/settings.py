@@ -7,10 +7,11 @@ RunConfig falls back to for fields it leaves unset.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
-from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
+from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER, BUNDLED_WEAK
 from services.common.settings import ServerSettings, StoreSettings
 
 
@@ -30,7 +31,14 @@ class LearnerSettings(ServerSettings, StoreSettings):
     policy_model_path: Path = BUNDLED_STRONG
     """Initial policy (a causal LM checkpoint) for runs whose RunConfig names none."""
     verifier_init_path: Path = BUNDLED_WEAK
-    """Initialisation of the verifier retrained each game round (its LM body; a fresh score head)."""
+    """LM body a round's verifier starts from with ``round_verifier_start=fresh`` (a fresh score head)."""
+    round_verifier_start: Literal["warm", "fresh"] = "warm"
+    """Where each game round's verifier training starts: ``warm`` from the previous round's verifier (round 0: from
+    ``verifier_base_path``, the checkpoint the verifier service serves at the start), so a round adds to what the
+    verifier knew; ``fresh`` from ``verifier_init_path`` with a new score head (the paper's retraining from
+    initialisation, which forgets the initial verifier's much larger training set)."""
+    verifier_base_path: Path = BUNDLED_VERIFIER
+    """The verifier the service serves when a run starts (a classification checkpoint): round 0's warm start."""
     runs_dir: Path = Path("runs")
     """Where runs write checkpoints, samples, metrics.jsonl and the report; a run resumes from here."""
     verifier_model_name: str = "verifier"

@@ -1,9 +1,18 @@
-"""The single-machine policy update: group-normalised advantages and the clipped, author-weighted GRPO loss."""
+"""The single-machine policy update: group-normalised advantages and the clipped, author-weighted GRPO loss.
+
+One :meth:`PolicyTrainer.update` per batch of rollouts makes ``ppo_epochs`` passes over it in ``mini_batches``
+shuffled mini-batches, one optimizer step each. With one of each (the default) the update is on-policy: the ratio
+π/π_old is exactly 1, the clip never binds and the loss is the policy gradient with the group baseline (the tandem
+paper's REINFORCE). With more, the later mini-batches see weights the earlier ones moved, and ``clip_eps`` bounds
+how far (PPO).
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import fmean
 
 import torch
 from transformers import PreTrainedModel
@@ -35,6 +44,10 @@ class OptimizerOptions:
     junior_token_weight: float = 0.0
     temperature: float = 1.0
     max_new_tokens: int = 256
+    ppo_epochs: int = 1
+    """Passes over each batch of rollouts."""
+    mini_batches: int = 1
+    """Optimizer steps per pass (the batch is shuffled and split into this many parts)."""
 
 
 def response_log_probs(model: PreTrainedModel, items: Sequence[TrainItem], pad_id: int) -> torch.Tensor:
@@ -72,7 +85,7 @@ def _advantages(items: Sequence[TrainItem], longest: int) -> torch.Tensor:
 
 
 class PolicyTrainer:
-    """Owns the optimizer of a :class:`TransformersPolicy`; one :meth:`update` per training step (on-policy)."""
+    """Owns the optimizer of a :class:`TransformersPolicy`; one :meth:`update` per training step."""
 
     def __init__(
         self, policy: TransformersPolicy, options: OptimizerOptions, reference: PreTrainedModel | None = None
@@ -83,33 +96,63 @@ class PolicyTrainer:
         self.options = options
         self.reference = reference.eval() if reference is not None else None
         self.optimizer = torch.optim.AdamW(policy.model.parameters(), lr=options.learning_rate, weight_decay=0.0)
+        self._updates = 0  # seeds each update's mini-batch shuffle
 
     def update(self, items: Sequence[TrainItem]) -> dict[str, float]:
-        """One gradient step on ``items``; returns the loss statistics."""
-        model, pad_id = self.policy.model, self.policy.pad_id
+        """``ppo_epochs`` × ``mini_batches`` gradient steps on ``items``; returns the mean loss statistics."""
         items = [i for i in items if i.response_ids]
         if not items:
             return {"loss": 0.0}
+        options = self.options
+        parts = min(options.mini_batches, len(items))
+        on_policy = options.ppo_epochs == 1 and parts == 1
+        # The sampling policy's log-probs (π_old): with one step they are the current ones, read off the same pass.
+        old = None if on_policy else self._log_probs(self.policy.model, items)
+        reference = None if self.reference is None else self._log_probs(self.reference, items)
+        shuffle = random.Random(self._updates)
+        self._updates += 1
+        passes: list[dict[str, float]] = []
+        for _ in range(options.ppo_epochs):
+            order = list(range(len(items)))
+            if not on_policy:
+                shuffle.shuffle(order)
+            for part in range(parts):
+                rows = order[part::parts]
+                passes.append(
+                    self._step(
+                        [items[r] for r in rows],
+                        None if old is None else [old[r] for r in rows],
+                        None if reference is None else [reference[r] for r in rows],
+                    )
+                )
+        return {key: fmean(p[key] for p in passes) for key in passes[0]}
+
+    def _log_probs(self, model: PreTrainedModel, items: Sequence[TrainItem]) -> list[torch.Tensor]:
+        """Each item's response log-probs under ``model``, without gradient."""
+        with torch.no_grad():
+            table = response_log_probs(model, items, self.policy.pad_id)
+        return [table[row, : len(item.response_ids)] for row, item in enumerate(items)]
+
+    def _step(
+        self, items: list[TrainItem], old: list[torch.Tensor] | None, reference: list[torch.Tensor] | None
+    ) -> dict[str, float]:
+        """One optimizer step on ``items``."""
+        model = self.policy.model
         longest = max(len(i.response_ids) for i in items)
         weights = torch.zeros((len(items), longest))
         for row, item in enumerate(items):
             weights[row, : len(item.token_weights)] = torch.tensor(item.token_weights)
         advantages = _advantages(items, longest)
-        reference = None
-        if self.reference is not None:
-            with torch.no_grad():
-                reference = response_log_probs(self.reference, items, pad_id)
         model.train()
-        log_probs = response_log_probs(model, items, pad_id)
-        # On-policy: the rollouts were sampled from these very weights, so the old log-probs are the current ones.
+        log_probs = response_log_probs(model, items, self.policy.pad_id)
         loss, stats = policy_loss(
             log_probs,
-            log_probs.detach(),
+            log_probs.detach() if old is None else _padded(old, longest),
             advantages,
             weights,
             clip_eps=self.options.clip_eps,
             kl_coef=self.options.kl_coef,
-            ref_log_probs=reference,
+            ref_log_probs=None if reference is None else _padded(reference, longest),
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -121,3 +164,11 @@ class PolicyTrainer:
             "grad_norm": float(grad_norm.detach()),
             **{k: float(v) for k, v in stats.items()},
         }
+
+
+def _padded(rows: Sequence[torch.Tensor], longest: int) -> torch.Tensor:
+    """Per-item log-probs right-padded with 0 to [len(rows), longest]."""
+    out = torch.zeros((len(rows), longest))
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from services.common.bundled_models import BUNDLED_STRONG
-from services.learner.schedule import HandoffSchedule, Strategy
+from services.learner.schedule import GapRule, HandoffSchedule, Strategy
 from services.tasks.prompts import PromptFormat
 from services.tasks.settings import TaskSettings
 
@@ -47,11 +47,13 @@ class IntegrationSettings(TaskSettings):
     verifier_min_version: int = Field(0, ge=0)
     """Refuse scores from verifier versions older than this (FAILED_PRECONDITION until the swap)."""
     handoff_strategy: Strategy = "word"
-    """Tandem handoffs at words, sentences, steps (lines), fixed chunks, every token, or strict alternation."""
+    """Where control passes and how (see services/learner/schedule.py): word, sentence, chunk, alternating, ..."""
     p_primary: float = Field(0.5, ge=0.0, le=1.0)
     """Chance that the policy writes the next segment."""
     max_gap_tokens: int = Field(32, ge=1)
     """Most tokens one author writes in a row before the other is forced."""
+    gap_rule: GapRule = "redraw"
+    """At max_gap_tokens: redraw the author (the reference's) or switch to the other one."""
     chunk_tokens: int = Field(8, ge=1)
     """Segment length of the chunk strategy."""
     weak_temperature: float = Field(1.0, ge=0.0)
@@ -68,4 +70,6 @@ class IntegrationSettings(TaskSettings):
 
     @property
     def schedule(self) -> HandoffSchedule:
-        return HandoffSchedule(self.handoff_strategy, self.p_primary, self.max_gap_tokens, self.chunk_tokens)
+        return HandoffSchedule(
+            self.handoff_strategy, self.p_primary, self.max_gap_tokens, self.chunk_tokens, self.gap_rule
+        )

@@ -62,11 +62,21 @@ async def test_every_token_has_an_author_and_both_write(policy: TransformersPoli
         assert r.ended_by_eos or len(r.response_ids) == r.budget
 
 
-async def test_forced_switch_after_max_gap_tokens(policy: TransformersPolicy, weak: WeakModelClient) -> None:
-    rollouts = await _rollouts(policy, weak, HandoffSchedule(strategy="word", p_primary=1.0, max_gap_tokens=6))
+async def test_switch_rule_forces_the_weak_model_after_max_gap_tokens(
+    policy: TransformersPolicy, weak: WeakModelClient
+) -> None:
+    schedule = HandoffSchedule(strategy="word", p_primary=1.0, max_gap_tokens=6, gap_rule="switch")
+    rollouts = await _rollouts(policy, weak, schedule)
     runs = [(a, len(list(g))) for r in rollouts for a, g in groupby(r.authorship.authors)]
     assert max(n for a, n in runs if a is Author.POLICY) <= 6
     assert any(a is Author.WEAK for a, _ in runs)  # only forced switches hand over at p_primary = 1
+
+
+async def test_redraw_rule_cuts_segments_at_max_gap_tokens(policy: TransformersPolicy, weak: WeakModelClient) -> None:
+    # p_primary = 1 redraws the policy at every gap: it writes everything, in segments of at most 6 tokens.
+    rollouts = await _rollouts(policy, weak, HandoffSchedule(strategy="word", p_primary=1.0, max_gap_tokens=6), 8)
+    assert {a for r in rollouts for a in r.authorship.authors} == {Author.POLICY}
+    assert all(r.segments >= len(r.response_ids) / 6 for r in rollouts)
 
 
 async def test_same_seed_same_rollouts(policy: TransformersPolicy, weak: WeakModelClient) -> None:

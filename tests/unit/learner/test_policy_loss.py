@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from services.learner.policy_loss import approx_kl, group_advantages, policy_loss, weighted_mean
+from services.learner.policy_loss import approx_kl, group_advantages, keyed_advantages, policy_loss, weighted_mean
 
 
 def _log(values: list[list[float]]) -> torch.Tensor:
@@ -142,3 +142,26 @@ def test_group_advantages_shape_checked() -> None:
         group_advantages(torch.zeros(5), group_size=2)
     with pytest.raises(ValueError):
         group_advantages(torch.zeros(4), group_size=0)
+
+
+def test_per_token_advantages_reach_the_gradient_token_by_token() -> None:
+    # On-policy (ratio 1) the loss is −Σ w·A·log π / Σ w: each token's gradient is −A_t / 4 here, so a DCA step
+    # with zero share gets exactly no gradient and the others get theirs.
+    log_probs = torch.tensor([[-1.0, -1.5, -0.7, -0.2]], dtype=torch.float64, requires_grad=True)
+    advantages = torch.tensor([[1.8, 1.8, 0.0, 0.6]], dtype=torch.float64)
+    loss, _ = policy_loss(log_probs, log_probs.detach(), advantages, torch.ones(1, 4, dtype=torch.float64))
+    loss.backward()
+    assert log_probs.grad is not None
+    assert log_probs.grad[0].tolist() == pytest.approx([-0.45, -0.45, 0.0, -0.15])
+
+
+def test_keyed_advantages_by_hand() -> None:
+    # Groups (p, helpful): [1, 0] → ±0.5/√0.5; (p, sneaky): [2, 2] → 0; (q, helpful): one sample → 0.
+    rewards = [1.0, 2.0, 0.0, 2.0, 5.0]
+    keys = [("p", "h"), ("p", "s"), ("p", "h"), ("p", "s"), ("q", "h")]
+    a = 0.5 / 0.5**0.5
+    assert keyed_advantages(rewards, keys) == pytest.approx([a, 0.0, -a, 0.0, 0.0], abs=1e-5)
+    # With consecutive keys it is group_advantages.
+    flat = [1.0, 0.0, 0.5, 0.5, 3.0, 1.0]
+    expected = group_advantages(torch.tensor(flat, dtype=torch.float64), 2).tolist()
+    assert keyed_advantages(flat, [i // 2 for i in range(6)]) == pytest.approx(expected)

@@ -27,6 +27,15 @@ class HandoffStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HANDOFF_STRATEGY_CHUNK: _ClassVar[HandoffStrategy]
     HANDOFF_STRATEGY_BERNOULLI: _ClassVar[HandoffStrategy]
     HANDOFF_STRATEGY_ALTERNATING: _ClassVar[HandoffStrategy]
+    HANDOFF_STRATEGY_RANDOM_SENTENCE: _ClassVar[HandoffStrategy]
+    HANDOFF_STRATEGY_RANDOM_CHUNK: _ClassVar[HandoffStrategy]
+    HANDOFF_STRATEGY_ALTERNATING_STEP: _ClassVar[HandoffStrategy]
+
+class GapRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GAP_RULE_UNSPECIFIED: _ClassVar[GapRule]
+    GAP_RULE_REDRAW: _ClassVar[GapRule]
+    GAP_RULE_SWITCH: _ClassVar[GapRule]
 
 class GameReward(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +49,12 @@ class VerifierLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERIFIER_LOSS_UNSPECIFIED: _ClassVar[VerifierLoss]
     VERIFIER_LOSS_BRADLEY_TERRY: _ClassVar[VerifierLoss]
     VERIFIER_LOSS_CROSS_ENTROPY: _ClassVar[VerifierLoss]
+
+class SrcBaseline(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SRC_BASELINE_UNSPECIFIED: _ClassVar[SrcBaseline]
+    SRC_BASELINE_PROBLEM_ROLE: _ClassVar[SrcBaseline]
+    SRC_BASELINE_PROBLEM: _ClassVar[SrcBaseline]
 
 class ChatTemplate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -75,6 +90,12 @@ HANDOFF_STRATEGY_STEP: HandoffStrategy
 HANDOFF_STRATEGY_CHUNK: HandoffStrategy
 HANDOFF_STRATEGY_BERNOULLI: HandoffStrategy
 HANDOFF_STRATEGY_ALTERNATING: HandoffStrategy
+HANDOFF_STRATEGY_RANDOM_SENTENCE: HandoffStrategy
+HANDOFF_STRATEGY_RANDOM_CHUNK: HandoffStrategy
+HANDOFF_STRATEGY_ALTERNATING_STEP: HandoffStrategy
+GAP_RULE_UNSPECIFIED: GapRule
+GAP_RULE_REDRAW: GapRule
+GAP_RULE_SWITCH: GapRule
 GAME_REWARD_UNSPECIFIED: GameReward
 GAME_REWARD_SRC: GameReward
 GAME_REWARD_CGC: GameReward
@@ -82,6 +103,9 @@ GAME_REWARD_GOODHART: GameReward
 VERIFIER_LOSS_UNSPECIFIED: VerifierLoss
 VERIFIER_LOSS_BRADLEY_TERRY: VerifierLoss
 VERIFIER_LOSS_CROSS_ENTROPY: VerifierLoss
+SRC_BASELINE_UNSPECIFIED: SrcBaseline
+SRC_BASELINE_PROBLEM_ROLE: SrcBaseline
+SRC_BASELINE_PROBLEM: SrcBaseline
 CHAT_TEMPLATE_UNSPECIFIED: ChatTemplate
 CHAT_TEMPLATE_AUTO: ChatTemplate
 CHAT_TEMPLATE_NONE: ChatTemplate
@@ -99,19 +123,21 @@ RUN_EVENT_KIND_ROUND: RunEventKind
 RUN_EVENT_KIND_LOG: RunEventKind
 
 class HandoffSchedule(_message.Message):
-    __slots__ = ("strategy", "p_primary", "max_gap_tokens", "chunk_tokens")
+    __slots__ = ("strategy", "p_primary", "max_gap_tokens", "chunk_tokens", "gap_rule")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     P_PRIMARY_FIELD_NUMBER: _ClassVar[int]
     MAX_GAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GAP_RULE_FIELD_NUMBER: _ClassVar[int]
     strategy: HandoffStrategy
     p_primary: float
     max_gap_tokens: int
     chunk_tokens: int
-    def __init__(self, strategy: _Optional[_Union[HandoffStrategy, str]] = ..., p_primary: _Optional[float] = ..., max_gap_tokens: _Optional[int] = ..., chunk_tokens: _Optional[int] = ...) -> None: ...
+    gap_rule: GapRule
+    def __init__(self, strategy: _Optional[_Union[HandoffStrategy, str]] = ..., p_primary: _Optional[float] = ..., max_gap_tokens: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., gap_rule: _Optional[_Union[GapRule, str]] = ...) -> None: ...
 
 class PolicyOptimizer(_message.Message):
-    __slots__ = ("learning_rate", "group_size", "problems_per_step", "clip_eps", "kl_coef", "junior_token_weight", "temperature", "max_new_tokens")
+    __slots__ = ("learning_rate", "group_size", "problems_per_step", "clip_eps", "kl_coef", "junior_token_weight", "temperature", "max_new_tokens", "ppo_epochs", "mini_batches")
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +146,8 @@ class PolicyOptimizer(_message.Message):
     JUNIOR_TOKEN_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PPO_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MINI_BATCHES_FIELD_NUMBER: _ClassVar[int]
     learning_rate: float
     group_size: int
     problems_per_step: int
@@ -128,23 +156,29 @@ class PolicyOptimizer(_message.Message):
     junior_token_weight: float
     temperature: float
     max_new_tokens: int
-    def __init__(self, learning_rate: _Optional[float] = ..., group_size: _Optional[int] = ..., problems_per_step: _Optional[int] = ..., clip_eps: _Optional[float] = ..., kl_coef: _Optional[float] = ..., junior_token_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+    ppo_epochs: int
+    mini_batches: int
+    def __init__(self, learning_rate: _Optional[float] = ..., group_size: _Optional[int] = ..., problems_per_step: _Optional[int] = ..., clip_eps: _Optional[float] = ..., kl_coef: _Optional[float] = ..., junior_token_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., ppo_epochs: _Optional[int] = ..., mini_batches: _Optional[int] = ...) -> None: ...
 
 class GameConfig(_message.Message):
-    __slots__ = ("reward", "rounds", "steps_per_round", "verifier_loss", "centering_lambda", "dca")
+    __slots__ = ("reward", "rounds", "steps_per_round", "verifier_loss", "centering_lambda", "dca", "src_baseline", "tandem_rollouts")
     REWARD_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     STEPS_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_LOSS_FIELD_NUMBER: _ClassVar[int]
     CENTERING_LAMBDA_FIELD_NUMBER: _ClassVar[int]
     DCA_FIELD_NUMBER: _ClassVar[int]
+    SRC_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    TANDEM_ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
     reward: GameReward
     rounds: int
     steps_per_round: int
     verifier_loss: VerifierLoss
     centering_lambda: float
     dca: bool
-    def __init__(self, reward: _Optional[_Union[GameReward, str]] = ..., rounds: _Optional[int] = ..., steps_per_round: _Optional[int] = ..., verifier_loss: _Optional[_Union[VerifierLoss, str]] = ..., centering_lambda: _Optional[float] = ..., dca: _Optional[bool] = ...) -> None: ...
+    src_baseline: SrcBaseline
+    tandem_rollouts: bool
+    def __init__(self, reward: _Optional[_Union[GameReward, str]] = ..., rounds: _Optional[int] = ..., steps_per_round: _Optional[int] = ..., verifier_loss: _Optional[_Union[VerifierLoss, str]] = ..., centering_lambda: _Optional[float] = ..., dca: _Optional[bool] = ..., src_baseline: _Optional[_Union[SrcBaseline, str]] = ..., tandem_rollouts: _Optional[bool] = ...) -> None: ...
 
 class EvaluationConfig(_message.Message):
     __slots__ = ("every_steps", "num_problems")
