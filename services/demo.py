@@ -29,6 +29,7 @@ from services.common.processes import ServiceProcess, free_port
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
+from services.common.run_watch import watch_run
 from services.learner.report import write_report
 from services.learner.run_config import resolve
 from services.tasks.prompts import ChatTemplateMode
@@ -79,7 +80,10 @@ def demo_plan(
             learning_rate=3e-5, group_size=8, problems_per_step=4 if quick else 8, max_new_tokens=100
         ),
         game=learner_pb2.GameConfig(
-            reward=learner_pb2.GAME_REWARD_SRC, rounds=game_rounds, steps_per_round=2 if quick else 10
+            reward=learner_pb2.GAME_REWARD_SRC,
+            rounds=game_rounds,
+            steps_per_round=2 if quick else 10,
+            attack_steps=1 if quick else 8,
         ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
     )
@@ -159,8 +163,7 @@ async def _follow(stub: learner_pb2_grpc.LearnerServiceStub, run: learner_pb2.Ru
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("tandem", total=total)
-        async for reply in stub.WatchRun(learner_pb2.WatchRunRequest(run_id=run.run_id)):
-            event = reply.event
+        async for event in watch_run(stub, run.run_id):
             if event.kind == learner_pb2.RUN_EVENT_KIND_TRAIN_STEP:
                 progress.update(task, completed=event.step, description=event.message or "train")
             elif event.kind == learner_pb2.RUN_EVENT_KIND_EVALUATION:

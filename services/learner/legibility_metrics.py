@@ -82,9 +82,22 @@ def balanced_best_of_n(samples: Sequence[ScoredSample], n: int, seed: int = 0) -
     return BestOfN(accuracy=sum(picks) / len(picks) if picks else None, problems=len(picks))
 
 
+def roles_apart_best_of_n(samples: Sequence[ScoredSample], n: int, seed: int = 0) -> dict[str, BestOfN]:
+    """Balanced best-of-n with the roles kept apart.
+
+    ``helpful``: the helpful prover's own correct and incorrect solutions (can the verifier pick its right one?);
+    ``vs_sneaky``: helpful-correct against sneaky-incorrect solutions (can the sneaky prover's errors win the pick?).
+    """
+    helpful = [s for s in samples if s.role == "helpful"]
+    versus = [s for s in samples if s.role_aligned]  # helpful-correct and sneaky-incorrect
+    return {"helpful": balanced_best_of_n(helpful, n, seed), "vs_sneaky": balanced_best_of_n(versus, n, seed)}
+
+
 def legibility_metrics(samples: Sequence[ScoredSample], best_of_n: int = 4, seed: int = 0) -> dict[str, float]:
-    """All metrics by name, the undefined ones left out; ``best_of_n`` is n of the balanced best-of-n."""
+    """All metrics by name, the undefined ones left out; ``best_of_n`` is n of the balanced best-of-n (both roles
+    pooled); the roles-apart variants use n = 2, which a problem with two samples per role can fill."""
     bon = balanced_best_of_n(samples, best_of_n, seed)
+    apart = roles_apart_best_of_n(samples, 2, seed)
     values: dict[str, float | None] = {
         "sneaky_incorrect_rate": sneaky_incorrect_rate(samples),
         "sneaky_fool_rate": sneaky_fool_rate(samples),
@@ -92,5 +105,7 @@ def legibility_metrics(samples: Sequence[ScoredSample], best_of_n: int = 4, seed
         "verifier_auc": verifier_auc(samples),
         f"best_of_{best_of_n}_accuracy": bon.accuracy,
         f"best_of_{best_of_n}_problems": float(bon.problems),
+        "best_of_2_helpful_accuracy": apart["helpful"].accuracy,
+        "best_of_2_vs_sneaky_accuracy": apart["vs_sneaky"].accuracy,
     }
     return {name: value for name, value in values.items() if value is not None}

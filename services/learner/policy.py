@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,10 @@ class TransformersPolicy:
     def load(cls, path: Path, torch_threads: int = 2) -> TransformersPolicy:
         """A policy from a checkpoint directory (model + tokenizer)."""
         return cls(load_pretrained(AutoModelForCausalLM, path), AutoTokenizer.from_pretrained(path), torch_threads)
+
+    def copy(self) -> TransformersPolicy:
+        """An independent policy with the same weights (deep-copied; the tokenizer is shared, read-only)."""
+        return TransformersPolicy(copy.deepcopy(self.model), self.tokenizer, self._torch_threads)
 
     @property
     def context_window(self) -> int:

@@ -93,16 +93,19 @@ async def policy_step(
     with_roles: bool = False,
     credit_fn: CreditFn | None = None,
     baseline_by_role: bool = False,
+    role: Role | None = None,
 ) -> tuple[dict[str, float], list[Attempt]]:
     """Sample ``group_size`` rollouts per problem, reward, update.
 
     ``with_roles``: half of each problem's group is prompted helpful, half sneaky (the odd one drawn), and with
     ``baseline_by_role`` each rollout's advantage is relative to the rollouts of its problem *and role*.
+    ``role``: every rollout prompted with this one role instead (the sneaky-only attack).
     """
     policy: TransformersPolicy = trainer.policy
     group = trainer.options.group_size
     rng = random.Random(seed)
-    targets = [(p, role) for p in problems for role in _roles(group, rng, with_roles)]
+    roles = [role] * group if role is not None else _roles(group, rng, with_roles)
+    targets = [(p, r) for p in problems for r in roles]
     prompt_ids = [prompts.encode(prompts.render(p.question, role)) for p, role in targets]
     rollouts = new_rollouts(prompt_ids, options, policy.context_window, seed)
     await run_tandem(rollouts, policy, weak, options)

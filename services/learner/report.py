@@ -111,13 +111,87 @@ def before_after(evals: list[RunEvent]) -> dict[str, BeforeAfter]:
 
 
 def summarize_rounds(events: list[RunEvent]) -> list[RoundSummary]:
+    """Each round's events merged, plus the evaluation that closed it (its metrics as ``end/<name>``)."""
     merged: dict[int, RoundSummary] = {}
     for e in events:
         if e.kind == "round":
             old = merged.get(e.round)
             step = old.step if old else e.step
             merged[e.round] = RoundSummary(e.round, step, {**(old.metrics if old else {}), **e.metrics})
+    for e in events:  # the last evaluation of each round's game steps closes it
+        if e.kind == "eval" and e.round in merged and e.step > merged[e.round].step:
+            closing = {f"end/{k.removeprefix('eval/')}": v for k, v in e.metrics.items()}
+            merged[e.round].metrics.update(closing)
     return [merged[r] for r in sorted(merged)]
+
+
+ROUND_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("verifier", "verifier_version", "v{:.0f}"),
+    ("held-out AUC", "verifier_auc", "{:.3f}"),
+    ("AUC, round-0 data", "verifier_auc_round0", "{:.3f}"),
+    ("AUC, this round's data", "verifier_auc_this_round", "{:.3f}"),
+    ("steps to exploit", "attack_steps_to_exploit", "{:.0f}"),
+    ("sneaky fool rate (end)", "end/sneaky_fool_rate", "{:.1%}"),
+    ("helpful accuracy (end)", "end/helpful_accuracy", "{:.1%}"),
+    ("best-of-2 vs sneaky (end)", "end/best_of_2_vs_sneaky_accuracy", "{:.1%}"),
+    ("solo accuracy (end)", "end/solo_accuracy", "{:.1%}"),
+    ("wait for service (s)", "verifier_wait_s", "{:.1f}"),
+)
+"""The rounds table: header, metric, format."""
+
+
+def _round_cell(r: RoundSummary, metric: str, fmt: str) -> str:
+    metrics = dict(r.metrics)
+    if metric == "verifier_auc_this_round":
+        metric = f"verifier_auc_round{r.round}"
+    value = metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        return "–"
+    cell = fmt.format(value)
+    if metric == "attack_steps_to_exploit" and metrics.get("attack_exploited") == 0.0:
+        cell = f"> {value - 1:.0f}"  # the attacker did not win within its budget
+    return cell
+
+
+def draw_round_plot(run_dir: Path, rounds: list[RoundSummary]) -> Path | None:
+    """rounds.png: the verifier's held-out AUC, the end-of-round fool rate and accuracy, and steps to exploit."""
+    if len(rounds) < 1:
+        return None
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    xs = [r.round for r in rounds]
+    for metric, label in (
+        ("verifier_auc", "verifier held-out AUC"),
+        ("end/sneaky_fool_rate", "sneaky fool rate (end of round)"),
+        ("end/helpful_accuracy", "helpful accuracy (end of round)"),
+    ):
+        points = [(r.round, r.metrics[metric]) for r in rounds if metric in r.metrics]
+        if points:
+            left.plot(*zip(*points, strict=True), marker="o", label=label)
+    left.set_title("Verifier and prover by round", fontsize=11)
+    left.set_xlabel("round")
+    left.set_xticks(xs)
+    left.set_ylim(0, 1.05)
+    left.grid(alpha=0.3)
+    left.legend(fontsize="small")
+    attacked = [r for r in rounds if "attack_steps_to_exploit" in r.metrics]
+    if attacked:
+        won = ["tab:red" if r.metrics.get("attack_exploited") else "tab:grey" for r in attacked]
+        right.bar([r.round for r in attacked], [r.metrics["attack_steps_to_exploit"] for r in attacked], color=won)
+    right.set_title("Sneaky-only attack: steps to exploit (grey: not within budget)", fontsize=10)
+    right.set_xlabel("round")
+    right.set_xticks(xs)
+    right.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = run_dir / "rounds.png"
+    fig.savefig(path, format="png")
+    return path
 
 
 def format_duration(seconds: float) -> str:
@@ -295,16 +369,11 @@ def _markdown(
     else:
         out.append("No evaluation was recorded.")
     if rounds:
-        out += ["", "## Verifier rounds", "", "| round | verifier version | held-out AUC | wait for service (s) |"]
-        out.append("|---:|---:|---:|---:|")
+        out += ["", "## Verifier rounds", ""]
+        out += ["| round | " + " | ".join(h for h, _, _ in ROUND_COLUMNS) + " |"]
+        out += ["|---:|" + "---:|" * len(ROUND_COLUMNS)]
         for r in rounds:
-            version, auc, wait = (r.metrics.get(k) for k in ("verifier_version", "verifier_auc", "verifier_wait_s"))
-            cells = [
-                f"v{int(version)}" if version is not None else "–",
-                f"{auc:.3f}" if auc is not None and math.isfinite(auc) else "–",
-                f"{wait:.1f}" if wait is not None else "–",
-            ]
-            out.append(f"| {r.round} | " + " | ".join(cells) + " |")
+            out.append(f"| {r.round} | " + " | ".join(_round_cell(r, m, f) for _, m, f in ROUND_COLUMNS) + " |")
     out += ["", f"**Wall time:** {wall}", "", "## Plots", ""]
     out += [f"![{p.stem}]({p.name})" for p in plots] or ["_No plots: matplotlib is not installed or nothing to plot._"]
     return "\n".join(out) + "\n"
@@ -327,6 +396,8 @@ def write_report(
         wall_seconds = max(timed) - min(timed)
     table = before_after(evals)
     plots = draw_plots(run_dir, by_kind, sorted({r.step for r in rounds}))
+    if (round_plot := draw_round_plot(run_dir, rounds)) is not None:
+        plots.append(round_plot)
     wall = format_duration(wall_seconds) if wall_seconds is not None else "unknown"
     md_path, json_path = run_dir / "report.md", run_dir / "report.json"
     md_path.write_text(_markdown(title, _what_ran(options, train, evals, len(rounds)), table, rounds, wall, plots))

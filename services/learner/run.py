@@ -25,6 +25,7 @@ from services.common.samples import samples_uri
 from services.decoding.tokens import tokenizer_sha256
 from services.jobs.verifier_training.mixture import NoTrainablePairs
 from services.jobs.verifier_training.settings import TrainVerifierSettings
+from services.learner.attack import sneaky_attack
 from services.learner.evaluation import SOLO, evaluate_policy
 from services.learner.events import EVENTS_FILE, EventKind, RunEvent, append_event
 from services.learner.game import (
@@ -50,6 +51,8 @@ from services.tasks.prompts import PromptFormat
 
 log = logging.getLogger(__name__)
 
+ATTACK_PROBLEMS = 64
+"""Prover-half problems the sneaky-only attacker draws its batches from (and the helpful bar is measured on)."""
 ROUND_HELD_OUT_FRACTION = 0.15
 """Share of a round's problems the retraining job holds out (round data is small: more than its 0.1 default)."""
 
@@ -177,6 +180,8 @@ class Run:
         while self.state.round < game.rounds:
             round_ = self.state.round
             version = await self._prepare_verifier(trainer, round_, options)
+            if game.attack_steps and str(round_) not in self.state.attacks:
+                await self._attack(trainer, round_, version)
             reward = game_reward(self.verifier, game.reward, version, game.src_baseline)
             credit = dca_credit(self.verifier, trainer.policy, version) if game.dca else None
             while self.state.round_steps_done < game.steps_per_round:
@@ -269,6 +274,30 @@ class Run:
             f"round {round_}: the verifier service serves v{version}",
         )
         return version
+
+    async def _attack(self, trainer: PolicyTrainer, round_: int, version: int) -> None:
+        """The sneaky-only attack on this round's verifier (:mod:`services.learner.attack`), measured once."""
+        assert self.verifier is not None
+        game, started = self.options.game, time.perf_counter()
+        problems = self._rng_sample(self.prover_problems, ATTACK_PROBLEMS, f"attack{round_}")
+        result = await sneaky_attack(
+            trainer.policy,
+            self.weak,
+            self.verifier,
+            self.prompts,
+            problems,
+            self.options.optimizer,
+            version,
+            self._seed(f"attack{round_}"),
+            game.attack_steps,
+            game.attack_fool_rate,
+        )
+        metrics = result.metrics(game.attack_steps) | {"verifier_version": float(version)}
+        metrics["attack_s"] = time.perf_counter() - started
+        self.state.attacks[str(round_)] = metrics["attack_steps_to_exploit"]
+        await self._checkpoint(trainer)
+        found = "never" if result.steps_to_exploit is None else f"after {result.steps_to_exploit} steps"
+        self._emit("round", metrics, f"round {round_}: a sneaky-only attacker fooled v{version} {found}")
 
     def _round_verifier_init(self, round_: int) -> Path:
         """The checkpoint a round's verifier training starts from (see ``LearnerSettings.round_verifier_start``)."""

@@ -54,6 +54,9 @@ class GameOptions:
     src_baseline: SrcBaseline = "problem_role"
     tandem_rollouts: bool = False
     """tandem_game runs: the game's rollouts and round samples written jointly with the weak model too."""
+    attack_steps: int = 0
+    """Sneaky-only attack on each round's verifier, at most this many steps (0: off)."""
+    attack_fool_rate: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ LIMITS: dict[str, int] = {
     "config.handoff.chunk_tokens": 32_768,
     "config.game.rounds": 1_000,
     "config.game.steps_per_round": 100_000,
+    "config.game.attack_steps": 10_000,
     "config.evaluation.every_steps": 1_000_000,
     "config.evaluation.num_problems": 10_000,
 }
@@ -186,6 +190,8 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         dca=g.dca,
         src_baseline=_SRC_BASELINES[g.src_baseline],
         tandem_rollouts=g.tandem_rollouts,
+        attack_steps=int(_opt(g, "attack_steps", gd.attack_steps)),
+        attack_fool_rate=_opt(g, "attack_fool_rate", gd.attack_fool_rate),
     )
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)
@@ -193,6 +199,10 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         _at_most("config.game.rounds", game.rounds)
         _at_most("config.game.steps_per_round", game.steps_per_round)
     _non_negative("config.game.centering_lambda", game.centering_lambda)
+    _non_negative("config.game.attack_steps", game.attack_steps)
+    _at_most("config.game.attack_steps", game.attack_steps)
+    if not 0 < game.attack_fool_rate <= 1:
+        raise InvalidArgument("config.game.attack_fool_rate", f"must be in (0, 1], got {game.attack_fool_rate}")
     e = config.evaluation
     eval_every = int(_opt(e, "every_steps", 10))
     eval_problems = int(_opt(e, "num_problems", 64))

@@ -27,6 +27,8 @@ class RunState:
     round_steps_done: int = 0
     verifier_versions: dict[str, int] = field(default_factory=dict)
     """Version published for each round (keys are round numbers as text)."""
+    attacks: dict[str, float] = field(default_factory=dict)
+    """Steps to exploit each round's verifier by the sneaky-only attack, once measured (keys as above)."""
     evaluated_at_step: int = -1
     finished: bool = False
 

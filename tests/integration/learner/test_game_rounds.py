@@ -71,13 +71,13 @@ async def services(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator
     await weak_app.stop()
 
 
-def _config(dca: bool = False) -> learner_pb2.RunConfig:
+def _config(dca: bool = False, attack_steps: int = 0) -> learner_pb2.RunConfig:
     return learner_pb2.RunConfig(
         mode=learner_pb2.RUN_MODE_TANDEM_GAME,
         steps=1,
         seed=0,
         optimizer=learner_pb2.PolicyOptimizer(learning_rate=3e-5, group_size=4, problems_per_step=2, max_new_tokens=64),
-        game=learner_pb2.GameConfig(rounds=2, steps_per_round=2, dca=dca),
+        game=learner_pb2.GameConfig(rounds=2, steps_per_round=2, dca=dca, attack_steps=attack_steps),
         evaluation=learner_pb2.EvaluationConfig(every_steps=100, num_problems=8),
     )
 
@@ -89,9 +89,9 @@ def _run(services: Services, events: list[RunEvent], config: learner_pb2.RunConf
 
 async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: Services) -> None:
     events: list[RunEvent] = []
-    await _run(services, events, _config(dca=True)).execute()
+    await _run(services, events, _config(dca=True, attack_steps=1)).execute()
 
-    published = [e.metrics["verifier_version"] for e in events if e.kind == "round" and "verifier_auc" in e.metrics]
+    published = [e.metrics["verifier_version"] for e in events if e.kind == "round" and "verifier_train_s" in e.metrics]
     served = [e for e in events if e.kind == "round" and "verifier_wait_s" in e.metrics]
     assert published == [2.0, 3.0]  # version 1 is the bundled verifier
     assert [e.metrics["verifier_version"] for e in served] == [2.0, 3.0]
@@ -108,6 +108,11 @@ async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: S
         samples, _ = load_samples(services.store, samples_uri("game-samples", round_))
         assert len(samples) == 48 * 4 and {s.role for s in samples} == {"helpful", "sneaky"}
         assert {s.round for s in samples} == {round_}
+    # Each round's verifier was attacked once, after it was served, within the 1-step budget (2 = not exploited).
+    attacks = [e for e in events if e.kind == "round" and "attack_steps_to_exploit" in e.metrics]
+    assert [(e.round, e.metrics["verifier_version"]) for e in attacks] == [(0, 2.0), (1, 3.0)]
+    assert all(e.metrics["attack_steps_to_exploit"] in (0.0, 1.0, 2.0) for e in attacks)
+    assert all(0.0 <= e.metrics["attack_last_fool_rate"] <= 1.0 for e in attacks)
 
 
 async def test_a_stopped_run_resumes_with_its_samples_and_versions(services: Services) -> None:

@@ -18,7 +18,6 @@ from services.learner.policy_step import Attempt, policy_step
 from services.learner.rollout import RolloutOptions
 from services.learner.segments import Segment
 from services.learner.trainer import OptimizerOptions, PolicyTrainer
-from services.tasks import toy
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask
 
@@ -70,7 +69,7 @@ async def test_dca_step_split_reaches_the_loss(monkeypatch: pytest.MonkeyPatch) 
         return out
 
     trainer = PolicyTrainer(policy, OptimizerOptions(group_size=4, learning_rate=1e-4))
-    problems = toy.generate("train", 3, seed=5)
+    problems = ToyTask().problems("train", 3, 5)
     _, attempts = await policy_step(
         trainer, NoWeakModel(), prompts, problems, OPTIONS, alternating_reward, seed=1, credit_fn=credit
     )
@@ -96,7 +95,7 @@ async def test_the_policys_eos_is_trained_and_weighted() -> None:
     policy, prompts = policy_and_prompts()
     trainer = PolicyTrainer(policy, OptimizerOptions(group_size=4))
     _, attempts = await policy_step(
-        trainer, NoWeakModel(), prompts, toy.generate("train", 2, seed=5), OPTIONS, alternating_reward, seed=2
+        trainer, NoWeakModel(), prompts, ToyTask().problems("train", 2, 5), OPTIONS, alternating_reward, seed=2
     )
     ended = [a for a in attempts if a.rollout.ended_by_eos]
     assert ended, "no solution ended within 60 tokens"
@@ -115,7 +114,7 @@ async def test_clip_binds_only_off_policy(epochs: int, mini_batches: int, binds:
     options = OptimizerOptions(group_size=4, learning_rate=3e-3, ppo_epochs=epochs, mini_batches=mini_batches)
     trainer = PolicyTrainer(policy, options)
     metrics, _ = await policy_step(
-        trainer, NoWeakModel(), prompts, toy.generate("train", 4, seed=5), OPTIONS, alternating_reward, seed=3
+        trainer, NoWeakModel(), prompts, ToyTask().problems("train", 4, 5), OPTIONS, alternating_reward, seed=3
     )
     if binds:
         assert metrics["clip_frac"] > 0.0 and metrics["ratio_mean"] != 1.0

@@ -10,7 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from services.common.genproto.legibility.v1 import learner_pb2
-from tests.integration.learner.conftest import RunningLearner, tiny_tandem, watch
+from services.common.run_watch import watch_run
+from tests.integration.learner.conftest import Dependencies, LearnerFactory, RunningLearner, tiny_tandem, watch
 
 K = learner_pb2
 
@@ -78,3 +79,25 @@ async def test_unknown_run_is_not_found(learner: RunningLearner) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await watch(learner.stub, "run-nope")
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.slow
+async def test_watch_run_survives_connection_recycling(
+    start_learner_server: LearnerFactory, dependencies: Dependencies
+) -> None:
+    # The server closes connections after 1 s (+0.2 s grace): a plain WatchRun of a longer run ends UNAVAILABLE,
+    # watch_run resumes after the last sequence and sees every event once.
+    learner = await start_learner_server(
+        **dependencies.targets, max_connection_age_s=1.0, max_connection_age_grace_s=0.2
+    )
+    run = (await learner.stub.StartRun(K.StartRunRequest(config=tiny_tandem(steps=4, every_steps=1)))).run
+    events = [e async for e in watch_run(learner.stub, run.run_id)]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].kind == K.RUN_EVENT_KIND_STATE and events[-1].state == K.RUN_STATE_SUCCEEDED
+    assert events[-1].time.ToNanoseconds() - events[0].time.ToNanoseconds() > 1.2e9  # it did outlive a connection
+    # Without the resume, the same watch of a second run is cut.
+    again = (await learner.stub.StartRun(K.StartRunRequest(config=tiny_tandem(steps=4, every_steps=1)))).run
+    with pytest.raises(grpc.aio.AioRpcError) as cut:
+        await watch(learner.stub, again.run_id)
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    await anext(aiter(watch_run(learner.stub, again.run_id, after_sequence=10_000)), None)  # let it finish

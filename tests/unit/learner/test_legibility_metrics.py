@@ -5,6 +5,7 @@ from services.learner.legibility_metrics import (
     balanced_best_of_n,
     helpful_accuracy,
     legibility_metrics,
+    roles_apart_best_of_n,
     sneaky_fool_rate,
     sneaky_incorrect_rate,
     verifier_auc,
@@ -88,3 +89,17 @@ def test_summary_leaves_out_undefined() -> None:
     assert metrics["best_of_2_problems"] == 2.0
     assert "best_of_2_accuracy" in metrics
     assert "helpful_accuracy" not in legibility_metrics([ScoredSample("a", "sneaky", False, 1.0)])
+
+
+def test_best_of_n_with_the_roles_kept_apart_by_hand() -> None:
+    # Helpful only: a has no incorrect helpful sample; b: 0.4 (correct) beats 0.2 → 1.0 on one problem.
+    apart = roles_apart_best_of_n(_samples(), 2)
+    assert (apart["helpful"].accuracy, apart["helpful"].problems) == (1.0, 1)
+    # Helpful-correct vs sneaky-incorrect: b's 0.4 beats 0.1 and 0.3; in a, 0.9 beats both sneaky errors but 0.5
+    # loses to both, so a scores 1 or 0 by the draw: 1.0 or 0.5 overall, and both occur over seeds.
+    assert apart["vs_sneaky"].problems == 2
+    assert {roles_apart_best_of_n(_samples(), 2, seed)["vs_sneaky"].accuracy for seed in range(30)} == {0.5, 1.0}
+    # The sneaky-correct sample (0.8) never enters the roles-apart picks: it would win b's pooled draw.
+    metrics = legibility_metrics(_samples(), best_of_n=2, seed=3)
+    assert metrics["best_of_2_helpful_accuracy"] == 1.0
+    assert metrics["best_of_2_vs_sneaky_accuracy"] == roles_apart_best_of_n(_samples(), 2, 3)["vs_sneaky"].accuracy

@@ -72,6 +72,10 @@ def write_game(lines: list[str]) -> None:
         start = 20 + 10 * round_
         lines.append(_line("round", start, round_, {"verifier_version": version, "verifier_auc": 0.7 + 0.1 * round_}))
         lines.append(_line("round", start, round_, {"verifier_version": version, "verifier_wait_s": 1.5 + round_}))
+        aucs = {f"verifier_auc_round{r}": 0.6 + 0.05 * r + 0.1 * round_ for r in range(round_ + 1)}
+        lines.append(_line("round", start, round_, {"verifier_version": version, **aucs}))
+        attack = {"attack_steps_to_exploit": 3.0 + 3 * round_, "attack_exploited": float(round_ == 0)}
+        lines.append(_line("round", start, round_, {"verifier_version": version, **attack}))
         for step in range(start + 1, start + 11):
             lines.append(_train(step, round_, "game", version))
         last = round_ == 1
@@ -123,7 +127,7 @@ def test_before_after_are_first_and_last_evaluation(game_run: Path) -> None:
     assert saved["before_after"]["eval/jargon_rate"]["before"] == 0.84375
     assert saved["before_after"]["eval/jargon_rate"]["after"] == 0.125
     assert saved["first_eval"]["step"] == 0 and saved["last_eval"]["metrics"] == LAST_EVAL
-    assert saved["counts"] == {"train_steps": 40, "evaluations": 5, "rounds": 2, "events": 50}
+    assert saved["counts"] == {"train_steps": 40, "evaluations": 5, "rounds": 2, "events": 54}
     assert [r["metrics"]["verifier_wait_s"] for r in saved["rounds"]] == [1.5, 2.5]
     assert saved["wall_seconds"] == 240.0
 
@@ -139,8 +143,10 @@ def test_markdown_tables(game_run: Path) -> None:
     assert "| sneaky fool rate | 37.5% (step 30) | 6.2% | -31.2 pp |" in md
     assert "| verifier AUC | 0.719 (step 30) | 0.875 | +0.156 |" in md
     assert "## Verifier rounds" in md
-    assert "| 0 | v1 | 0.700 | 1.5 |" in md
-    assert "| 1 | v2 | 0.800 | 2.5 |" in md
+    # round | verifier | AUC | on round-0 data | on its own round's | steps to exploit | fool | helpful | best-of-2 vs
+    # sneaky | solo | wait
+    assert "| 0 | v1 | 0.700 | 0.600 | 0.600 | 3 | 37.5% | – | – | 43.8% | 1.5 |" in md
+    assert "| 1 | v2 | 0.800 | 0.700 | 0.750 | > 5 | 6.2% | – | – | 56.2% | 2.5 |" in md
     assert "**Wall time:** 1 h 02 min 03 s" in md
 
 
@@ -156,7 +162,7 @@ def test_linked_plots_are_png_files(game_run: Path) -> None:
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
 def test_game_run_draws_every_plot(game_run: Path) -> None:
     report = write_report(game_run, "synthetic")
-    expected = ["accuracy", "jargon_rate", "legibility", "game", "verifier_version", "reward"]
+    expected = ["accuracy", "jargon_rate", "legibility", "game", "verifier_version", "reward", "rounds"]
     assert [p.stem for p in report.plots] == expected
 
 
