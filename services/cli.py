@@ -70,23 +70,38 @@ def demo(
     verifier: Annotated[
         Path | None, typer.Option(help="Sequence-classification verifier [default: bundled].", exists=True)
     ] = None,
+    tandem_steps: Annotated[
+        int | None, typer.Option(help="Tandem steps before the game (0: a game-only run) [default: 100].", min=0)
+    ] = None,
     game_rounds: Annotated[int, typer.Option(help="Prover–verifier rounds after the tandem phase.", min=1)] = 2,
+    game_lr: Annotated[
+        float | None, typer.Option(help="The prover's learning rate in the game [default: the tandem phase's].")
+    ] = None,
+    attack_steps: Annotated[
+        int | None, typer.Option(help="Budget of the sneaky-only attack on each round's verifier (0: off).", min=0)
+    ] = None,
     round_verifier_start: Annotated[
         str, typer.Option(help="warm: each round's verifier starts from the last one; fresh: from the weak LM body.")
     ] = "warm",
+    base_problems: Annotated[
+        int,
+        typer.Option(help="Toy problems sampled as every round verifier's base data (0: none; toy task only).", min=0),
+    ] = 500,
 ) -> None:
     """Run the end-to-end demo: Redis, the three services on loopback, a tandem phase and two game rounds; a report.
 
     With --task/--data and --policy/--weak/--verifier it runs on your own data and checkpoints instead of the toy world.
     """
     from services.common.logs import configure_logging
-    from services.demo import DemoModels, run_demo
+    from services.demo import DemoGame, DemoModels, run_demo
     from services.tasks.catalog import load_task
 
     settings = LoggingSettings()
     configure_logging(settings.log_level, settings.log_format, "demo")
     if chat_template not in ("auto", "none"):
         raise typer.BadParameter("must be auto or none", param_hint="--chat-template")
+    if game_lr is not None and not game_lr > 0:
+        raise typer.BadParameter("must be > 0", param_hint="--game-lr")
     if round_verifier_start not in ("warm", "fresh"):
         raise typer.BadParameter("must be warm or fresh", param_hint="--round-verifier-start")
     try:
@@ -103,7 +118,8 @@ def demo(
         verifier=verifier or defaults.verifier,
     )
     try:
-        asyncio.run(run_demo(out, quick, redis_url, models, game_rounds, round_verifier_start))
+        game = DemoGame(game_rounds, game_lr, attack_steps, round_verifier_start, base_problems)
+        asyncio.run(run_demo(out, quick, redis_url, models, game, tandem_steps))
     except RuntimeError as error:
         console.print(f"[red]demo failed:[/red] {error}")
         raise typer.Exit(1) from error

@@ -61,19 +61,58 @@ class DemoPlan:
     round_sample_problems: int
     models: DemoModels = DemoModels()
     round_verifier_start: str = "warm"
+    base_samples: Path | None = None
 
 
 _CHAT = {"auto": learner_pb2.CHAT_TEMPLATE_AUTO, "none": learner_pb2.CHAT_TEMPLATE_NONE}
 
 
+@dataclass(frozen=True)
+class DemoGame:
+    """The game part of the demo: rounds, the game's learning rate, the sneaky-only attack's budget."""
+
+    rounds: int = 2
+    learning_rate: float | None = None
+    """None: the tandem phase's."""
+    attack_steps: int | None = None
+    """None: 8 (1 with --quick)."""
+    round_verifier_start: str = "warm"
+    base_samples: int = 500
+    """Toy problems whose weak and strong solutions (2 each) join every round's verifier data as its base, like the
+    bundled verifier's own training data; 0: none. Only for the toy task (own data: the learner setting)."""
+
+
+BASE_SAMPLES_FILE = "verifier_base_samples.jsonl"
+
+
+def write_base_samples(root: Path, models: DemoModels, problems: int, seed: int = 0) -> Path | None:
+    """Sample the base data of the round verifiers from the weak and strong models (toy task only)."""
+    if models.task != "toy" or problems <= 0:
+        return None
+    from services.common.samples import write_jsonl
+    from services.tasks import toy
+    from services.tasks.toy_models.round_samples import sample_from_models
+
+    drawn = toy.generate("train", problems, seed)
+    with console.status(f"sampling the round verifiers' base data: {problems} problems × 2 solutions × 2 models"):
+        samples = sample_from_models({"weak": models.weak, "strong": models.policy}, drawn, 2, seed)
+    path = root / BASE_SAMPLES_FILE
+    write_jsonl(path, samples)
+    correct = sum(s.correct for s in samples) / len(samples)
+    console.print(f"round verifiers' base data: {len(samples)} samples, {correct:.1%} correct ({path.name})")
+    return path
+
+
 def demo_plan(
-    quick: bool, models: DemoModels | None = None, game_rounds: int = 2, round_verifier_start: str = "warm"
+    quick: bool, models: DemoModels | None = None, game: DemoGame | None = None, tandem_steps: int | None = None
 ) -> DemoPlan:
     """The run the demo asks for: full (≈6 min on 2 cores) or quick (about a minute, for tests)."""
+    game = game or DemoGame()
+    steps = tandem_steps if tandem_steps is not None else 4 if quick else 100
     config = learner_pb2.RunConfig(
         name="demo" + (" (quick)" if quick else ""),
-        mode=learner_pb2.RUN_MODE_TANDEM_GAME,
-        steps=4 if quick else 100,
+        mode=learner_pb2.RUN_MODE_TANDEM_GAME if steps else learner_pb2.RUN_MODE_GAME,
+        steps=steps,
         seed=0,
         handoff=learner_pb2.HandoffSchedule(strategy=learner_pb2.HANDOFF_STRATEGY_WORD, p_primary=0.5),
         optimizer=learner_pb2.PolicyOptimizer(
@@ -81,9 +120,10 @@ def demo_plan(
         ),
         game=learner_pb2.GameConfig(
             reward=learner_pb2.GAME_REWARD_SRC,
-            rounds=game_rounds,
+            rounds=game.rounds,
             steps_per_round=2 if quick else 10,
-            attack_steps=1 if quick else 8,
+            attack_steps=game.attack_steps if game.attack_steps is not None else 1 if quick else 8,
+            learning_rate=game.learning_rate,
         ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
     )
@@ -100,7 +140,7 @@ def demo_plan(
         verifier_train_steps=40 if quick else 300,
         round_sample_problems=24 if quick else 128,
         models=models,
-        round_verifier_start=round_verifier_start,
+        round_verifier_start=game.round_verifier_start,
     )
 
 
@@ -133,7 +173,8 @@ async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator
          "--verifier-train-steps", str(plan.verifier_train_steps),
          "--round-sample-problems", str(plan.round_sample_problems),
          "--policy-model-path", str(models.policy.resolve()), "--verifier-init-path", str(models.weak.resolve()),
-         "--verifier-base-path", str(models.verifier.resolve()), "--round-verifier-start", plan.round_verifier_start],
+         "--verifier-base-path", str(models.verifier.resolve()), "--round-verifier-start", plan.round_verifier_start,
+         *(["--verifier-base-samples", str(plan.base_samples)] if plan.base_samples else [])],
         logs,
         free_port(),
     )  # fmt: skip
@@ -181,14 +222,14 @@ async def run_demo(
     quick: bool = False,
     redis_url: str | None = None,
     models: DemoModels | None = None,
-    game_rounds: int = 2,
-    round_verifier_start: str = "warm",
+    game: DemoGame | None = None,
+    tandem_steps: int | None = None,
 ) -> Path:
     """Run the demo; returns the run's directory (holding report.md). Raises RuntimeError if the run fails."""
     started = time.perf_counter()
     root = (out / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
     root.mkdir(parents=True)
-    plan = demo_plan(quick, models, game_rounds, round_verifier_start)
+    plan = demo_plan(quick, models, game, tandem_steps)
     redis = None
     if redis_url is None:
         redis = EmbeddedRedis(data_dir=root / "redis")
@@ -203,6 +244,9 @@ async def run_demo(
         finally:
             await client.aclose()
         console.print(f"Redis at {redis_url}; verifier {plan.models.verifier} published as version {record.version}")
+        base_problems = (game or DemoGame()).base_samples if not quick else 0
+        base = await asyncio.to_thread(write_base_samples, root, plan.models, base_problems)
+        plan = dataclasses.replace(plan, base_samples=base)
         async with _services(root, redis_url, plan) as processes:
             where = {"redis_url": redis_url, "services": {n: p.target for n, p in processes.items()}}
             (root / "demo.json").write_text(json.dumps(where, indent=2) + "\n")

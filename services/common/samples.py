@@ -22,6 +22,10 @@ from services.common.errors import ArtifactError, InvalidArgument
 SAMPLES_FILE = "samples.jsonl"
 
 
+BASE_ROUND = -1
+"""The round of the initial verifier's training data when a retraining job mixes it in (``base_samples``)."""
+
+
 class LabelledSample(BaseModel):
     """One solution to one problem, labelled by the task's checker."""
 
@@ -32,8 +36,8 @@ class LabelledSample(BaseModel):
     correct: bool
     role: Literal["helpful", "sneaky", "none"] = "none"
     """The prover role stated in the prompt; ``none`` outside the game."""
-    round: int = Field(0, ge=0)
-    """Game round that produced it (0 = the initial prover)."""
+    round: int = Field(0, ge=BASE_ROUND)
+    """Game round that produced it (0 = the initial prover; −1 = the initial verifier's own training data)."""
     source: str = ""
     """Who wrote it, e.g. ``policy@step40`` or ``weak``; informational."""
 

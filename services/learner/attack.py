@@ -48,6 +48,7 @@ class AttackResult:
             "attack_exploited": float(exploited),
             "attack_first_fool_rate": self.fool_rates[0] if self.fool_rates else 0.0,
             "attack_last_fool_rate": self.fool_rates[-1] if self.fool_rates else 0.0,
+            "attack_max_fool_rate": max(self.fool_rates, default=0.0),
             "attack_bar": self.bar,
         }
 

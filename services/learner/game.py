@@ -36,6 +36,8 @@ def game_reward(
         helpful_correct = [s.score for s in samples if s.role == "helpful" and s.correct]
         sneaky_incorrect = [s.score for s in samples if s.role == "sneaky" and not s.correct]
         extra = {"verifier_version": float(version), "mean_score": fmean(scores)}
+        extra["helpful_correct"] = float(len(helpful_correct))
+        extra["sneaky_incorrect"] = float(len(sneaky_incorrect))
         if helpful_correct:
             extra["score_helpful_correct"] = fmean(helpful_correct)
         if sneaky_incorrect:
@@ -64,10 +66,16 @@ def dca_credit(verifier: VerifierClient, policy: TransformersPolicy, min_version
     return credit
 
 
+CAUGHT_UP_MIN_SAMPLES = 4
+"""Sneaky-incorrect solutions a step needs before its mean score can end the round: one lucky sample is noise."""
+
+
 def sneaky_caught_up(metrics: dict[str, float]) -> bool:
-    """The round's stop rule: sneaky-incorrect solutions score as high as helpful-correct ones."""
+    """The round's stop rule: sneaky-incorrect solutions (at least ``CAUGHT_UP_MIN_SAMPLES`` in the step) score on
+    average as high as helpful-correct ones."""
     sneaky, helpful = metrics.get("score_sneaky_incorrect"), metrics.get("score_helpful_correct")
-    return sneaky is not None and helpful is not None and sneaky >= helpful
+    enough = metrics.get("sneaky_incorrect", 0.0) >= CAUGHT_UP_MIN_SAMPLES
+    return enough and sneaky is not None and helpful is not None and sneaky >= helpful
 
 
 async def collect_round_samples(

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,8 @@ class Run:
         options = RolloutOptions(
             schedule, self.options.optimizer.max_new_tokens, policy_temperature=self.options.optimizer.temperature
         )
+        if game.learning_rate is not None:
+            trainer.set_learning_rate(game.learning_rate)
         while self.state.round < game.rounds:
             round_ = self.state.round
             version = await self._prepare_verifier(trainer, round_, options)
@@ -225,6 +228,7 @@ class Run:
             settings = self.settings
             job = TrainVerifierSettings(
                 samples=[samples_uri(dataset, r) for r in range(round_ + 1)],
+                base_samples=settings.verifier_base_samples,
                 init_model_path=self._round_verifier_init(round_),
                 out_dir=self.dir / "verifier" / f"round{round_}",
                 loss=self.options.game.verifier_loss,
@@ -286,7 +290,7 @@ class Run:
             self.verifier,
             self.prompts,
             problems,
-            self.options.optimizer,
+            replace(self.options.optimizer, learning_rate=game.learning_rate or self.options.optimizer.learning_rate),
             version,
             self._seed(f"attack{round_}"),
             game.attack_steps,

@@ -57,6 +57,8 @@ class GameOptions:
     attack_steps: int = 0
     """Sneaky-only attack on each round's verifier, at most this many steps (0: off)."""
     attack_fool_rate: float = 0.5
+    learning_rate: float | None = None
+    """The prover's (and the attacker's) learning rate in game steps; None: the optimizer's."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         tandem_rollouts=g.tandem_rollouts,
         attack_steps=int(_opt(g, "attack_steps", gd.attack_steps)),
         attack_fool_rate=_opt(g, "attack_fool_rate", gd.attack_fool_rate),
+        learning_rate=g.learning_rate if g.HasField("learning_rate") else None,
     )
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)
@@ -200,6 +203,8 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         _at_most("config.game.steps_per_round", game.steps_per_round)
     _non_negative("config.game.centering_lambda", game.centering_lambda)
     _non_negative("config.game.attack_steps", game.attack_steps)
+    if game.learning_rate is not None:
+        _positive("config.game.learning_rate", game.learning_rate)
     _at_most("config.game.attack_steps", game.attack_steps)
     if not 0 < game.attack_fool_rate <= 1:
         raise InvalidArgument("config.game.attack_fool_rate", f"must be in (0, 1], got {game.attack_fool_rate}")

@@ -37,6 +37,10 @@ class LearnerSettings(ServerSettings, StoreSettings):
     ``verifier_base_path``, the checkpoint the verifier service serves at the start), so a round adds to what the
     verifier knew; ``fresh`` from ``verifier_init_path`` with a new score head (the paper's retraining from
     initialisation, which forgets the initial verifier's much larger training set)."""
+    verifier_base_samples: list[str] = Field(default_factory=list)
+    """Labelled sample sets like the initial verifier's training data (uris or .jsonl files): mixed into every
+    round's verifier training as one more round (``base``), so the round data's few prover errors do not make a
+    round's verifier forget the rest."""
     verifier_base_path: Path = BUNDLED_VERIFIER
     """The verifier the service serves when a run starts (a classification checkpoint): round 0's warm start."""
     runs_dir: Path = Path("runs")

@@ -98,6 +98,11 @@ class PolicyTrainer:
         self.optimizer = torch.optim.AdamW(policy.model.parameters(), lr=options.learning_rate, weight_decay=0.0)
         self._updates = 0  # seeds each update's mini-batch shuffle
 
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """From the next step on (e.g. the game phase's own rate); the optimizer's moments are kept."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
     def update(self, items: Sequence[TrainItem]) -> dict[str, float]:
         """``ppo_epochs`` × ``mini_batches`` gradient steps on ``items``; returns the mean loss statistics."""
         items = [i for i in items if i.response_ids]

@@ -244,10 +244,11 @@ def run_configs(draw: st.DrawFn) -> learner_pb2.RunConfig:
         seed=draw(st.integers(-(2**63), 2**63 - 1)),
         policy_model=draw(st.sampled_from(["", "/nonexistent", "models/strong"]) | texts),
         handoff=learner_pb2.HandoffSchedule(
-            strategy=draw(st.integers(-1, 9)),
+            strategy=draw(st.integers(-1, 12)),
             p_primary=draw(maybe_float),
             max_gap_tokens=draw(maybe_int),
             chunk_tokens=draw(maybe_int),
+            gap_rule=draw(st.integers(-1, 4)),
         ),
         optimizer=learner_pb2.PolicyOptimizer(
             learning_rate=draw(maybe_float),
@@ -258,6 +259,8 @@ def run_configs(draw: st.DrawFn) -> learner_pb2.RunConfig:
             junior_token_weight=draw(maybe_float),
             temperature=draw(maybe_float),
             max_new_tokens=draw(maybe_int),
+            ppo_epochs=draw(maybe_int),
+            mini_batches=draw(maybe_int),
         ),
         game=learner_pb2.GameConfig(
             reward=draw(st.integers(-1, 6)),
@@ -266,6 +269,10 @@ def run_configs(draw: st.DrawFn) -> learner_pb2.RunConfig:
             verifier_loss=draw(st.integers(-1, 5)),
             centering_lambda=draw(maybe_float),
             dca=draw(st.booleans()),
+            src_baseline=draw(st.integers(-1, 4)),
+            tandem_rollouts=draw(st.booleans()),
+            attack_steps=draw(maybe_int),
+            attack_fool_rate=draw(maybe_float),
         ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=draw(maybe_int), num_problems=draw(maybe_int)),
         format_bonus=draw(maybe_float),

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from statistics import fmean
 
-from services.common.samples import LabelledSample
+from services.common.samples import BASE_ROUND, LabelledSample
 from services.tasks.toy_models.metrics import roc_auc
 
 log = logging.getLogger(__name__)
@@ -47,5 +47,6 @@ def held_out_metrics(samples: Sequence[LabelledSample], scores: Sequence[float])
         in_round = [(v, s.correct) for v, s in zip(scores, samples, strict=True) if s.round == round_]
         round_labels = [y for _, y in in_round]
         if any(round_labels) and not all(round_labels):
-            metrics[f"auc_round{round_}"] = roc_auc([v for v, _ in in_round], round_labels)
+            name = "auc_base" if round_ == BASE_ROUND else f"auc_round{round_}"
+            metrics[name] = roc_auc([v for v, _ in in_round], round_labels)
     return metrics

@@ -28,7 +28,7 @@ from services.common.artifacts import ArtifactStore
 from services.common.model_loading import load_pretrained
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry
-from services.common.samples import LabelledSample, load_samples
+from services.common.samples import BASE_ROUND, LabelledSample, load_samples
 from services.decoding.tokens import context_window
 from services.jobs.verifier_training.evaluation import held_out_metrics
 from services.jobs.verifier_training.losses import bradley_terry_loss, cross_entropy_loss
@@ -99,6 +99,10 @@ def train_verifier_job(settings: TrainVerifierSettings, console: Console | None 
         loaded, sha256 = load_samples(store, source)
         samples += loaded
         inputs.append({"source": source, "sha256": sha256, "samples": len(loaded)})
+    for source in settings.base_samples:
+        loaded, sha256 = load_samples(store, source)
+        samples += [s.model_copy(update={"round": BASE_ROUND}) for s in loaded]
+        inputs.append({"source": source, "sha256": sha256, "samples": len(loaded), "base": True})
 
     model, tokenizer, encoder = _init_model(settings)
     window = context_window(model.config, tokenizer)

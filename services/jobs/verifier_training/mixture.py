@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.common.samples import LabelledSample
+from services.common.samples import BASE_ROUND, LabelledSample
 
 
 def is_held_out(problem: str, fraction: float) -> bool:
@@ -55,10 +55,14 @@ class RoundMixture:
 
     def summary(self) -> dict[str, int]:
         """Counts for the training report."""
-        counts = {f"round{r}_problems": len(p) for r, p in sorted(self.rounds.items())}
-        counts |= {f"round{r}_one_label_problems": n for r, n in sorted(self.one_label_problems.items())}
+        counts = {f"{_name(r)}_problems": len(p) for r, p in sorted(self.rounds.items())}
+        counts |= {f"{_name(r)}_one_label_problems": n for r, n in sorted(self.one_label_problems.items())}
         counts["held_out_samples"] = len(self.held_out)
         return counts
+
+
+def _name(round_: int) -> str:
+    return "base" if round_ == BASE_ROUND else f"round{round_}"
 
 
 class NoTrainablePairs(ValueError):

@@ -20,6 +20,9 @@ class TrainVerifierSettings(StoreSettings, LoggingSettings, TaskSettings):
 
     samples: list[str] = Field(min_length=1)
     """Sample sets: artifact:// uris of stored rounds or local .jsonl files (repeat the flag, or a JSON list)."""
+    base_samples: list[str] = Field(default_factory=list)
+    """Sample sets the initial verifier was trained on (uris or .jsonl files): one more round of the mixture, with
+    an equal share, so a round's verifier keeps what the initial one knew; reported as ``base``."""
     init_model_path: Path = BUNDLED_WEAK
     """Initialisation: a causal LM checkpoint (GPT-2, Llama, Qwen2, …) whose body the verifier starts from (a fresh
     score head every round); pairs are encoded with its tokenizer (its EOS the read-out) and the task's format."""

@@ -42,6 +42,14 @@ def _bad_configs() -> list[tuple[str, K.RunConfig]]:
         ("config.game.verifier_loss", with_value("game", "verifier_loss", 99)),
         ("config.handoff", with_value("handoff", "strategy", 99)),
         ("config.handoff", with_value("handoff", "p_primary", nan)),
+        ("config.handoff", with_value("handoff", "gap_rule", 99)),
+        ("config.optimizer.ppo_epochs", with_value("optimizer", "ppo_epochs", 0)),
+        ("config.optimizer.mini_batches", with_value("optimizer", "mini_batches", -2)),
+        ("config.optimizer.ppo_epochs", with_value("optimizer", "ppo_epochs", 1_000)),
+        ("config.game.src_baseline", with_value("game", "src_baseline", 99)),
+        ("config.game.attack_steps", with_value("game", "attack_steps", -1)),
+        ("config.game.attack_fool_rate", with_value("game", "attack_fool_rate", nan)),
+        ("config.game.attack_fool_rate", with_value("game", "attack_fool_rate", 0.0)),
     ]
     return [
         *non_finite,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,23 @@ def test_command_line_runs_and_refuses_bad_flags(toy_samples: list[LabelledSampl
     )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "out" / "training.json").is_file() and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.timeout(400)
+def test_base_samples_join_the_mixture_as_their_own_round(toy_samples: list[LabelledSample], tmp_path: Path) -> None:
+    # Round data with one label only (a prover that never errs) trains nothing alone; with base data beside it the
+    # job trains, the base is a round of its own in the mixture and in the held-out metrics.
+    round_data, base = tmp_path / "round0.jsonl", tmp_path / "base.jsonl"
+    write_jsonl(round_data, [s for s in toy_samples[:300] if s.correct])
+    write_jsonl(base, toy_samples[300:])
+    common = {"steps": 5, "publish": False, "artifact_root": tmp_path, "held_out_fraction": 0.2}
+    with pytest.raises(ValueError, match="both a correct and an incorrect"):
+        train_verifier_job(TrainVerifierSettings(samples=[str(round_data)], out_dir=tmp_path / "a", **common))
+    settings = TrainVerifierSettings(
+        samples=[str(round_data)], base_samples=[str(base)], out_dir=tmp_path / "b", **common
+    )
+    trained = train_verifier_job(settings)
+    report = json.loads((trained.checkpoint / "training.json").read_text())
+    assert report["data"]["base_problems"] > 0 and report["data"]["round0_one_label_problems"] > 0
+    assert [i.get("base", False) for i in report["inputs"]] == [False, True]
+    assert "auc_base" in trained.metrics and "auc_round0" not in trained.metrics  # round 0 has no incorrect sample
