@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -119,6 +120,8 @@ def demo(
     )
     try:
         game = DemoGame(game_rounds, game_lr, attack_steps, round_verifier_start, base_problems)
+        # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services and Redis it started are stopped too.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         asyncio.run(run_demo(out, quick, redis_url, models, game, tandem_steps))
     except RuntimeError as error:
         console.print(f"[red]demo failed:[/red] {error}")

@@ -79,7 +79,8 @@ class DemoGame:
     round_verifier_start: str = "warm"
     base_samples: int = 500
     """Toy problems whose weak and strong solutions (2 each) join every round's verifier data as its base, like the
-    bundled verifier's own training data; 0: none. Only for the toy task (own data: the learner setting)."""
+    bundled verifier's own training data (a tenth with --quick); 0: none. Toy task only (own data: the learner
+    setting)."""
 
 
 BASE_SAMPLES_FILE = "verifier_base_samples.jsonl"
@@ -244,7 +245,7 @@ async def run_demo(
         finally:
             await client.aclose()
         console.print(f"Redis at {redis_url}; verifier {plan.models.verifier} published as version {record.version}")
-        base_problems = (game or DemoGame()).base_samples if not quick else 0
+        base_problems = (game or DemoGame()).base_samples // (10 if quick else 1)
         base = await asyncio.to_thread(write_base_samples, root, plan.models, base_problems)
         plan = dataclasses.replace(plan, base_samples=base)
         async with _services(root, redis_url, plan) as processes:

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,17 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
     assert first == 4 and 5 <= second <= 6
     assert second < report["counts"]["train_steps"] <= second + 2
     assert [r["metrics"]["verifier_version"] for r in report["rounds"]] == [2.0, 3.0]
-    assert all(0 < r["metrics"]["verifier_auc"] <= 1 for r in report["rounds"])
+    # The round verifiers' held-out AUC exists thanks to the base data (the prover alone rarely errs), and each
+    # round's verifier was attacked once by a sneaky-only prover (a 1-step budget: 0, 1, or 2 = not exploited).
+    for r in report["rounds"]:
+        assert 0 < r["metrics"]["verifier_auc"] <= 1 and 0 < r["metrics"]["verifier_auc_base"] <= 1
+    assert all(r["metrics"]["attack_steps_to_exploit"] in (0.0, 1.0, 2.0) for r in report["rounds"])
+    assert (root / "verifier_base_samples.jsonl").stat().st_size > 0
     for metric in ("eval/solo_accuracy", "eval/handoff_accuracy", "eval/jargon_rate", "eval/sneaky_fool_rate"):
         assert 0 <= report["before_after"][metric]["after"] <= 1
     markdown = (run_dir / "report.md").read_text()
     assert "| jargon rate (greedy) |" in markdown and "## Verifier rounds" in markdown
-    for plot in ("accuracy", "jargon_rate", "legibility", "game", "verifier_version"):
+    for plot in ("accuracy", "jargon_rate", "legibility", "game", "verifier_version", "rounds"):
         assert (run_dir / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({plot}.png)" in markdown
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -45,6 +51,46 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
     assert set(where["services"]) == {"weak-model", "verifier", "learner"}
     for name, target in where["services"].items():
         assert (root / "logs" / f"{name}.log").is_file()
+        host, port = target.rsplit(":", 1)
+        with pytest.raises(OSError):
+            socket.create_connection((host, int(port)), timeout=1).close()
+    redis_port = where["redis_url"].rsplit(":", 1)[1].split("/")[0]
+    assert subprocess.run(["pgrep", "-f", f"redis-server.*:{redis_port}"], capture_output=True).returncode == 1
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (the demo's folder is in every service's flags)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_terminated_demo_stops_its_services_and_redis(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [LEGIBILITY, "demo", "--quick", "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 200
+        while not list(tmp_path.glob("demo-*/demo.json")):  # written once every service is SERVING
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo never got its services up"
+            time.sleep(0.5)
+        assert len(_processes_mentioning(str(tmp_path))) >= 3  # the demo, the verifier, the learner (their flags)
+        demo.terminate()
+        assert demo.wait(60) != 0
+    finally:
+        demo.kill()
+    time.sleep(1)
+    assert _processes_mentioning(str(tmp_path)) == []
+    (where_file,) = tmp_path.glob("demo-*/demo.json")
+    where = json.loads(where_file.read_text())
+    for target in where["services"].values():  # the weak model's flags do not name the folder: its port does
         host, port = target.rsplit(":", 1)
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=1).close()
