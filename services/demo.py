@@ -174,7 +174,7 @@ async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator
          "--verifier-train-steps", str(plan.verifier_train_steps),
          "--round-sample-problems", str(plan.round_sample_problems),
          "--policy-model-path", str(models.policy.resolve()), "--verifier-init-path", str(models.weak.resolve()),
-         "--verifier-base-path", str(models.verifier.resolve()), "--round-verifier-start", plan.round_verifier_start,
+         "--round-verifier-start", plan.round_verifier_start,
          *(["--verifier-base-samples", str(plan.base_samples)] if plan.base_samples else [])],
         logs,
         free_port(),

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
 from services.common.model_loading import load_pretrained
+from services.common.registry import VersionRegistry
 from services.common.samples import samples_uri
 from services.decoding.tokens import tokenizer_sha256
 from services.jobs.verifier_training.mixture import NoTrainablePairs
@@ -229,7 +230,7 @@ class Run:
             job = TrainVerifierSettings(
                 samples=[samples_uri(dataset, r) for r in range(round_ + 1)],
                 base_samples=settings.verifier_base_samples,
-                init_model_path=self._round_verifier_init(round_),
+                init_model_path=await self._round_verifier_init(round_),
                 out_dir=self.dir / "verifier" / f"round{round_}",
                 loss=self.options.game.verifier_loss,
                 centering_lambda=self.options.game.centering_lambda,
@@ -303,15 +304,28 @@ class Run:
         found = "never" if result.steps_to_exploit is None else f"after {result.steps_to_exploit} steps"
         self._emit("round", metrics, f"round {round_}: a sneaky-only attacker fooled v{version} {found}")
 
-    def _round_verifier_init(self, round_: int) -> Path:
+    async def _round_verifier_init(self, round_: int) -> Path:
         """The checkpoint a round's verifier training starts from (see ``LearnerSettings.round_verifier_start``)."""
-        if self.settings.round_verifier_start == "fresh":
-            return self.settings.verifier_init_path
+        settings = self.settings
+        if settings.round_verifier_start == "fresh":
+            return settings.verifier_init_path
         for earlier in range(round_ - 1, -1, -1):  # a round whose verifier was not retrained left no checkpoint
             checkpoint = self.dir / "verifier" / f"round{earlier}"
             if (checkpoint / "config.json").is_file():
                 return checkpoint
-        return self.settings.verifier_base_path
+        if settings.verifier_base_path is not None:
+            return settings.verifier_base_path
+        client = settings.redis_client()
+        try:
+            record = await VersionRegistry(client).current(settings.verifier_model_name)
+        finally:
+            await client.aclose()
+        if record is None:
+            raise RuntimeError(
+                f"round {round_}: no {settings.verifier_model_name!r} version in the registry to warm-start from; "
+                "publish one, set verifier_base_path, or use round_verifier_start=fresh"
+            )
+        return self.store.resolve(record.uri)
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER, BUNDLED_WEAK
+from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
 from services.common.settings import ServerSettings, StoreSettings
 
 
@@ -34,15 +34,16 @@ class LearnerSettings(ServerSettings, StoreSettings):
     """LM body a round's verifier starts from with ``round_verifier_start=fresh`` (a fresh score head)."""
     round_verifier_start: Literal["warm", "fresh"] = "warm"
     """Where each game round's verifier training starts: ``warm`` from the previous round's verifier (round 0: from
-    ``verifier_base_path``, the checkpoint the verifier service serves at the start), so a round adds to what the
-    verifier knew; ``fresh`` from ``verifier_init_path`` with a new score head (the paper's retraining from
-    initialisation, which forgets the initial verifier's much larger training set)."""
+    the version the registry holds for ``verifier_model_name`` when the round starts, i.e. what the verifier
+    service serves, or ``verifier_base_path`` when set), so a round adds to what the verifier knew; ``fresh`` from
+    ``verifier_init_path`` with a new score head (the paper's retraining from initialisation, which forgets the
+    initial verifier's much larger training set)."""
     verifier_base_samples: list[str] = Field(default_factory=list)
     """Labelled sample sets like the initial verifier's training data (uris or .jsonl files): mixed into every
     round's verifier training as one more round (``base``), so the round data's few prover errors do not make a
     round's verifier forget the rest."""
-    verifier_base_path: Path = BUNDLED_VERIFIER
-    """The verifier the service serves when a run starts (a classification checkpoint): round 0's warm start."""
+    verifier_base_path: Path | None = None
+    """Round 0's warm start, a classification checkpoint; unset: the registry's current verifier version."""
     runs_dir: Path = Path("runs")
     """Where runs write checkpoints, samples, metrics.jsonl and the report; a run resumes from here."""
     verifier_model_name: str = "verifier"

@@ -4,6 +4,7 @@ and a run stopped mid-round resumes with its stored samples and published versio
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,17 @@ async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: S
         samples, _ = load_samples(services.store, samples_uri("game-samples", round_))
         assert len(samples) == 48 * 4 and {s.role for s in samples} == {"helpful", "sneaky"}
         assert {s.round for s in samples} == {round_}
+    # Warm starts: round 0 from the version the registry held (v1, the bundled verifier), round 1 from round 0's.
+    inits = [
+        json.loads((services.settings.runs_dir / "game" / "verifier" / f"round{r}" / "training.json").read_text())[
+            "settings"
+        ]["init_model_path"]
+        for r in (0, 1)
+    ]
+    assert inits == [
+        str(services.store.resolve("artifact://verifier/v000001")),
+        str(services.settings.runs_dir / "game" / "verifier" / "round0"),
+    ]
     # Each round's verifier was attacked once, after it was served, within the 1-step budget (2 = not exploited).
     attacks = [e for e in events if e.kind == "round" and "attack_steps_to_exploit" in e.metrics]
     assert [(e.round, e.metrics["verifier_version"]) for e in attacks] == [(0, 2.0), (1, 3.0)]
