@@ -81,6 +81,9 @@ def demo(
     attack_steps: Annotated[
         int | None, typer.Option(help="Budget of the sneaky-only attack on each round's verifier (0: off).", min=0)
     ] = None,
+    attack_lr: Annotated[
+        float | None, typer.Option(help="The sneaky-only attacker's learning rate [default: the game's].")
+    ] = None,
     round_verifier_start: Annotated[
         str, typer.Option(help="warm: each round's verifier starts from the last one; fresh: from the weak LM body.")
     ] = "warm",
@@ -101,8 +104,9 @@ def demo(
     configure_logging(settings.log_level, settings.log_format, "demo")
     if chat_template not in ("auto", "none"):
         raise typer.BadParameter("must be auto or none", param_hint="--chat-template")
-    if game_lr is not None and not game_lr > 0:
-        raise typer.BadParameter("must be > 0", param_hint="--game-lr")
+    for value, flag in ((game_lr, "--game-lr"), (attack_lr, "--attack-lr")):
+        if value is not None and not value > 0:
+            raise typer.BadParameter("must be > 0", param_hint=flag)
     if round_verifier_start not in ("warm", "fresh"):
         raise typer.BadParameter("must be warm or fresh", param_hint="--round-verifier-start")
     try:
@@ -119,7 +123,7 @@ def demo(
         verifier=verifier or defaults.verifier,
     )
     try:
-        game = DemoGame(game_rounds, game_lr, attack_steps, round_verifier_start, base_problems)
+        game = DemoGame(game_rounds, game_lr, attack_steps, attack_lr, round_verifier_start, base_problems)
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services and Redis it started are stopped too.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         asyncio.run(run_demo(out, quick, redis_url, models, game, tandem_steps))

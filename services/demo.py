@@ -76,6 +76,8 @@ class DemoGame:
     """None: the tandem phase's."""
     attack_steps: int | None = None
     """None: 8 (1 with --quick)."""
+    attack_learning_rate: float | None = None
+    """None: the game's."""
     round_verifier_start: str = "warm"
     base_samples: int = 500
     """Toy problems whose weak and strong solutions (2 each) join every round's verifier data as its base, like the
@@ -125,6 +127,7 @@ def demo_plan(
             steps_per_round=2 if quick else 10,
             attack_steps=game.attack_steps if game.attack_steps is not None else 1 if quick else 8,
             learning_rate=game.learning_rate,
+            attack_learning_rate=game.attack_learning_rate,
         ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
     )

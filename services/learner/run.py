@@ -291,7 +291,7 @@ class Run:
             self.verifier,
             self.prompts,
             problems,
-            replace(self.options.optimizer, learning_rate=game.learning_rate or self.options.optimizer.learning_rate),
+            replace(self.options.optimizer, learning_rate=self._attack_learning_rate()),
             version,
             self._seed(f"attack{round_}"),
             game.attack_steps,
@@ -303,6 +303,10 @@ class Run:
         await self._checkpoint(trainer)
         found = "never" if result.steps_to_exploit is None else f"after {result.steps_to_exploit} steps"
         self._emit("round", metrics, f"round {round_}: a sneaky-only attacker fooled v{version} {found}")
+
+    def _attack_learning_rate(self) -> float:
+        game = self.options.game
+        return game.attack_learning_rate or game.learning_rate or self.options.optimizer.learning_rate
 
     async def _round_verifier_init(self, round_: int) -> Path:
         """The checkpoint a round's verifier training starts from (see ``LearnerSettings.round_verifier_start``)."""

@@ -58,7 +58,9 @@ class GameOptions:
     """Sneaky-only attack on each round's verifier, at most this many steps (0: off)."""
     attack_fool_rate: float = 0.5
     learning_rate: float | None = None
-    """The prover's (and the attacker's) learning rate in game steps; None: the optimizer's."""
+    """The prover's learning rate in game steps; None: the optimizer's."""
+    attack_learning_rate: float | None = None
+    """The sneaky-only attacker's learning rate; None: the game's."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         attack_steps=int(_opt(g, "attack_steps", gd.attack_steps)),
         attack_fool_rate=_opt(g, "attack_fool_rate", gd.attack_fool_rate),
         learning_rate=g.learning_rate if g.HasField("learning_rate") else None,
+        attack_learning_rate=g.attack_learning_rate if g.HasField("attack_learning_rate") else None,
     )
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)
@@ -203,8 +206,9 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         _at_most("config.game.steps_per_round", game.steps_per_round)
     _non_negative("config.game.centering_lambda", game.centering_lambda)
     _non_negative("config.game.attack_steps", game.attack_steps)
-    if game.learning_rate is not None:
-        _positive("config.game.learning_rate", game.learning_rate)
+    for name in ("learning_rate", "attack_learning_rate"):
+        if getattr(game, name) is not None:
+            _positive(f"config.game.{name}", getattr(game, name))
     _at_most("config.game.attack_steps", game.attack_steps)
     if not 0 < game.attack_fool_rate <= 1:
         raise InvalidArgument("config.game.attack_fool_rate", f"must be in (0, 1], got {game.attack_fool_rate}")
