@@ -128,6 +128,7 @@ def summarize_rounds(events: list[RunEvent]) -> list[RoundSummary]:
 ROUND_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("verifier", "verifier_version", "v{:.0f}"),
     ("held-out AUC", "verifier_auc", "{:.3f}"),
+    ("AUC, base data", "verifier_auc_base", "{:.3f}"),
     ("AUC, round-0 data", "verifier_auc_round0", "{:.3f}"),
     ("AUC, this round's data", "verifier_auc_this_round", "{:.3f}"),
     ("steps to exploit", "attack_steps_to_exploit", "{:.0f}"),

@@ -143,10 +143,10 @@ def test_markdown_tables(game_run: Path) -> None:
     assert "| sneaky fool rate | 37.5% (step 30) | 6.2% | -31.2 pp |" in md
     assert "| verifier AUC | 0.719 (step 30) | 0.875 | +0.156 |" in md
     assert "## Verifier rounds" in md
-    # round | verifier | AUC | on round-0 data | on its own round's | steps to exploit | fool | helpful | best-of-2 vs
-    # sneaky | solo | wait
-    assert "| 0 | v1 | 0.700 | 0.600 | 0.600 | 3 | 37.5% | – | – | 43.8% | 1.5 |" in md
-    assert "| 1 | v2 | 0.800 | 0.700 | 0.750 | > 5 | 6.2% | – | – | 56.2% | 2.5 |" in md
+    # round | verifier | AUC | on base data | on round-0 data | on its own round's | steps to exploit | fool | helpful |
+    # best-of-2 vs sneaky | solo | wait
+    assert "| 0 | v1 | 0.700 | – | 0.600 | 0.600 | 3 | 37.5% | – | – | 43.8% | 1.5 |" in md
+    assert "| 1 | v2 | 0.800 | – | 0.700 | 0.750 | > 5 | 6.2% | – | – | 56.2% | 2.5 |" in md
     assert "**Wall time:** 1 h 02 min 03 s" in md
 
 
