@@ -75,15 +75,11 @@ def demo(
         int | None, typer.Option(help="Tandem steps before the game (0: a game-only run) [default: 100].", min=0)
     ] = None,
     game_rounds: Annotated[int, typer.Option(help="Prover–verifier rounds after the tandem phase.", min=1)] = 2,
-    game_lr: Annotated[
-        float | None, typer.Option(help="The prover's learning rate in the game [default: the tandem phase's].")
-    ] = None,
+    game_lr: Annotated[float, typer.Option(help="The prover's learning rate in the game (tandem phase: 3e-5).")] = 1e-4,
     attack_steps: Annotated[
         int | None, typer.Option(help="Budget of the sneaky-only attack on each round's verifier (0: off).", min=0)
     ] = None,
-    attack_lr: Annotated[
-        float | None, typer.Option(help="The sneaky-only attacker's learning rate [default: the game's].")
-    ] = None,
+    attack_lr: Annotated[float, typer.Option(help="The sneaky-only attacker's learning rate.")] = 3e-4,
     round_verifier_start: Annotated[
         str, typer.Option(help="warm: each round's verifier starts from the last one; fresh: from the weak LM body.")
     ] = "warm",
@@ -105,7 +101,7 @@ def demo(
     if chat_template not in ("auto", "none"):
         raise typer.BadParameter("must be auto or none", param_hint="--chat-template")
     for value, flag in ((game_lr, "--game-lr"), (attack_lr, "--attack-lr")):
-        if value is not None and not value > 0:
+        if not value > 0:
             raise typer.BadParameter("must be > 0", param_hint=flag)
     if round_verifier_start not in ("warm", "fresh"):
         raise typer.BadParameter("must be warm or fresh", param_hint="--round-verifier-start")

@@ -72,12 +72,13 @@ class DemoGame:
     """The game part of the demo: rounds, the game's learning rate, the sneaky-only attack's budget."""
 
     rounds: int = 2
-    learning_rate: float | None = None
-    """None: the tandem phase's."""
+    learning_rate: float | None = 1e-4
+    """The prover's rate in the game (None: the tandem phase's 3e-5): measured to let the sneaky role learn to err
+    within 10 steps a round while the helpful role keeps most of its accuracy (3e-4 halved it)."""
     attack_steps: int | None = None
     """None: 8 (1 with --quick)."""
-    attack_learning_rate: float | None = None
-    """None: the game's."""
+    attack_learning_rate: float | None = 3e-4
+    """A stronger attacker than the prover, so an 8-step budget can exploit a weak verifier (None: the game's)."""
     round_verifier_start: str = "warm"
     base_samples: int = 500
     """Toy problems whose weak and strong solutions (2 each) join every round's verifier data as its base, like the
