@@ -80,6 +80,9 @@ def demo(
         int | None, typer.Option(help="Budget of the sneaky-only attack on each round's verifier (0: off).", min=0)
     ] = None,
     attack_lr: Annotated[float, typer.Option(help="The sneaky-only attacker's learning rate.")] = 3e-4,
+    game_kl: Annotated[
+        float | None, typer.Option(help="KL penalty to the initial policy in game steps [default: none].", min=0)
+    ] = None,
     round_verifier_start: Annotated[
         str, typer.Option(help="warm: each round's verifier starts from the last one; fresh: from the weak LM body.")
     ] = "warm",
@@ -119,7 +122,15 @@ def demo(
         verifier=verifier or defaults.verifier,
     )
     try:
-        game = DemoGame(game_rounds, game_lr, attack_steps, attack_lr, round_verifier_start, base_problems)
+        game = DemoGame(
+            game_rounds,
+            game_lr,
+            attack_steps,
+            kl_coef=game_kl,
+            attack_learning_rate=attack_lr,
+            round_verifier_start=round_verifier_start,
+            base_samples=base_problems,
+        )
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services and Redis it started are stopped too.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         asyncio.run(run_demo(out, quick, redis_url, models, game, tandem_steps))

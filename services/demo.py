@@ -77,6 +77,8 @@ class DemoGame:
     within 10 steps a round while the helpful role keeps most of its accuracy (3e-4 halved it)."""
     attack_steps: int | None = None
     """None: 8 (1 with --quick)."""
+    kl_coef: float | None = None
+    """KL penalty to the initial policy in game steps (None: none, as in the tandem phase)."""
     attack_learning_rate: float | None = 3e-4
     """A stronger attacker than the prover, so an 8-step budget can exploit a weak verifier (None: the game's)."""
     round_verifier_start: str = "warm"
@@ -129,6 +131,7 @@ def demo_plan(
             attack_steps=game.attack_steps if game.attack_steps is not None else 1 if quick else 8,
             learning_rate=game.learning_rate,
             attack_learning_rate=game.attack_learning_rate,
+            kl_coef=game.kl_coef,
         ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=4 if quick else 20, num_problems=16 if quick else 128),
     )

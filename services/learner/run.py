@@ -111,7 +111,7 @@ class Run:
         policy = TransformersPolicy.load(source, self.settings.torch_threads)
         self.prompts = PromptFormat(self.task, policy.tokenizer, self.options.task.chat_template)
         reference = None
-        if self.options.optimizer.kl_coef > 0:
+        if self.options.optimizer.kl_coef > 0 or (self.options.game.kl_coef or 0) > 0:
             reference = load_pretrained(AutoModelForCausalLM, self.options.policy_model)
         trainer = PolicyTrainer(policy, self.options.optimizer, reference)
         if found is not None:
@@ -181,6 +181,8 @@ class Run:
         )
         if game.learning_rate is not None:
             trainer.set_learning_rate(game.learning_rate)
+        if game.kl_coef is not None:
+            trainer.options = replace(trainer.options, kl_coef=game.kl_coef)
         while self.state.round < game.rounds:
             round_ = self.state.round
             version = await self._prepare_verifier(trainer, round_, options)

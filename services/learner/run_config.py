@@ -61,6 +61,8 @@ class GameOptions:
     """The prover's learning rate in game steps; None: the optimizer's."""
     attack_learning_rate: float | None = None
     """The sneaky-only attacker's learning rate; None: the game's."""
+    kl_coef: float | None = None
+    """KL penalty to the initial policy in game steps; None: the optimizer's."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         attack_fool_rate=_opt(g, "attack_fool_rate", gd.attack_fool_rate),
         learning_rate=g.learning_rate if g.HasField("learning_rate") else None,
         attack_learning_rate=g.attack_learning_rate if g.HasField("attack_learning_rate") else None,
+        kl_coef=g.kl_coef if g.HasField("kl_coef") else None,
     )
     if mode != "tandem":
         _positive("config.game.rounds", game.rounds)
@@ -206,6 +209,8 @@ def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:
         _at_most("config.game.steps_per_round", game.steps_per_round)
     _non_negative("config.game.centering_lambda", game.centering_lambda)
     _non_negative("config.game.attack_steps", game.attack_steps)
+    if game.kl_coef is not None:
+        _non_negative("config.game.kl_coef", game.kl_coef)
     for name in ("learning_rate", "attack_learning_rate"):
         if getattr(game, name) is not None:
             _positive(f"config.game.{name}", getattr(game, name))

@@ -275,6 +275,7 @@ def run_configs(draw: st.DrawFn) -> learner_pb2.RunConfig:
             attack_fool_rate=draw(maybe_float),
             learning_rate=draw(maybe_float),
             attack_learning_rate=draw(maybe_float),
+            kl_coef=draw(maybe_float),
         ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=draw(maybe_int), num_problems=draw(maybe_int)),
         format_bonus=draw(maybe_float),

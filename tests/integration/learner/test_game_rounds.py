@@ -78,7 +78,9 @@ def _config(dca: bool = False, attack_steps: int = 0) -> learner_pb2.RunConfig:
         steps=1,
         seed=0,
         optimizer=learner_pb2.PolicyOptimizer(learning_rate=3e-5, group_size=4, problems_per_step=2, max_new_tokens=64),
-        game=learner_pb2.GameConfig(rounds=2, steps_per_round=2, dca=dca, attack_steps=attack_steps),
+        game=learner_pb2.GameConfig(
+            rounds=2, steps_per_round=2, dca=dca, attack_steps=attack_steps, kl_coef=0.05 if dca else None
+        ),
         evaluation=learner_pb2.EvaluationConfig(every_steps=100, num_problems=8),
     )
 
@@ -100,6 +102,7 @@ async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: S
     # Every game step was scored by the round's verifier or a newer one, never the one before.
     game_steps = [e for e in events if e.kind == "train" and e.message == "game"]
     assert len(game_steps) >= 2
+    assert all("train/ref_kl" in step.metrics for step in game_steps)  # game.kl_coef loaded the reference
     for step in game_steps:
         round_version = published[step.round]
         assert step.metrics["train/verifier_version"] >= round_version

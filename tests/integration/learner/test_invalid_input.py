@@ -51,6 +51,7 @@ def _bad_configs() -> list[tuple[str, K.RunConfig]]:
         ("config.game.attack_fool_rate", with_value("game", "attack_fool_rate", nan)),
         ("config.game.attack_fool_rate", with_value("game", "attack_fool_rate", 0.0)),
         ("config.game.learning_rate", with_value("game", "learning_rate", 0.0)),
+        ("config.game.kl_coef", with_value("game", "kl_coef", -0.1)),
         ("config.game.attack_learning_rate", with_value("game", "attack_learning_rate", nan)),
     ]
     return [

@@ -161,7 +161,7 @@ class PolicyOptimizer(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., group_size: _Optional[int] = ..., problems_per_step: _Optional[int] = ..., clip_eps: _Optional[float] = ..., kl_coef: _Optional[float] = ..., junior_token_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., ppo_epochs: _Optional[int] = ..., mini_batches: _Optional[int] = ...) -> None: ...
 
 class GameConfig(_message.Message):
-    __slots__ = ("reward", "rounds", "steps_per_round", "verifier_loss", "centering_lambda", "dca", "src_baseline", "tandem_rollouts", "attack_steps", "attack_fool_rate", "learning_rate", "attack_learning_rate")
+    __slots__ = ("reward", "rounds", "steps_per_round", "verifier_loss", "centering_lambda", "dca", "src_baseline", "tandem_rollouts", "attack_steps", "attack_fool_rate", "learning_rate", "attack_learning_rate", "kl_coef")
     REWARD_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     STEPS_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,7 @@ class GameConfig(_message.Message):
     ATTACK_FOOL_RATE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     ATTACK_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    KL_COEF_FIELD_NUMBER: _ClassVar[int]
     reward: GameReward
     rounds: int
     steps_per_round: int
@@ -186,7 +187,8 @@ class GameConfig(_message.Message):
     attack_fool_rate: float
     learning_rate: float
     attack_learning_rate: float
-    def __init__(self, reward: _Optional[_Union[GameReward, str]] = ..., rounds: _Optional[int] = ..., steps_per_round: _Optional[int] = ..., verifier_loss: _Optional[_Union[VerifierLoss, str]] = ..., centering_lambda: _Optional[float] = ..., dca: _Optional[bool] = ..., src_baseline: _Optional[_Union[SrcBaseline, str]] = ..., tandem_rollouts: _Optional[bool] = ..., attack_steps: _Optional[int] = ..., attack_fool_rate: _Optional[float] = ..., learning_rate: _Optional[float] = ..., attack_learning_rate: _Optional[float] = ...) -> None: ...
+    kl_coef: float
+    def __init__(self, reward: _Optional[_Union[GameReward, str]] = ..., rounds: _Optional[int] = ..., steps_per_round: _Optional[int] = ..., verifier_loss: _Optional[_Union[VerifierLoss, str]] = ..., centering_lambda: _Optional[float] = ..., dca: _Optional[bool] = ..., src_baseline: _Optional[_Union[SrcBaseline, str]] = ..., tandem_rollouts: _Optional[bool] = ..., attack_steps: _Optional[int] = ..., attack_fool_rate: _Optional[float] = ..., learning_rate: _Optional[float] = ..., attack_learning_rate: _Optional[float] = ..., kl_coef: _Optional[float] = ...) -> None: ...
 
 class EvaluationConfig(_message.Message):
     __slots__ = ("every_steps", "num_problems")
