@@ -53,6 +53,8 @@ from services.tasks.prompts import PromptFormat
 
 log = logging.getLogger(__name__)
 
+GAME_REFERENCE_DIR = "game_reference"
+"""The policy as it entered the game phase: the KL anchor of game steps (``game.kl_coef``)."""
 ATTACK_PROBLEMS = 64
 """Prover-half problems the sneaky-only attacker draws its batches from (and the helpful bar is measured on)."""
 ROUND_HELD_OUT_FRACTION = 0.15
@@ -111,7 +113,7 @@ class Run:
         policy = TransformersPolicy.load(source, self.settings.torch_threads)
         self.prompts = PromptFormat(self.task, policy.tokenizer, self.options.task.chat_template)
         reference = None
-        if self.options.optimizer.kl_coef > 0 or (self.options.game.kl_coef or 0) > 0:
+        if self.options.optimizer.kl_coef > 0:
             reference = load_pretrained(AutoModelForCausalLM, self.options.policy_model)
         trainer = PolicyTrainer(policy, self.options.optimizer, reference)
         if found is not None:
@@ -182,7 +184,7 @@ class Run:
         if game.learning_rate is not None:
             trainer.set_learning_rate(game.learning_rate)
         if game.kl_coef is not None:
-            trainer.options = replace(trainer.options, kl_coef=game.kl_coef)
+            await self._anchor_game_reference(trainer, game.kl_coef)
         while self.state.round < game.rounds:
             round_ = self.state.round
             version = await self._prepare_verifier(trainer, round_, options)
@@ -305,6 +307,17 @@ class Run:
         await self._checkpoint(trainer)
         found = "never" if result.steps_to_exploit is None else f"after {result.steps_to_exploit} steps"
         self._emit("round", metrics, f"round {round_}: a sneaky-only attacker fooled v{version} {found}")
+
+    async def _anchor_game_reference(self, trainer: PolicyTrainer, kl_coef: float) -> None:
+        """The game's KL reference is the policy as it entered the game, not the initial one: a tandem_game run's
+        tandem phase moved it on purpose (a KL to the initial policy pulled the jargon back: 0 % → 7.8 % greedy).
+        Saved once at the game's start, so a resumed run keeps the same anchor."""
+        anchor = self.dir / GAME_REFERENCE_DIR
+        if not (anchor / "config.json").is_file():
+            await asyncio.to_thread(trainer.policy.model.save_pretrained, anchor)
+        reference = await asyncio.to_thread(load_pretrained, AutoModelForCausalLM, anchor)
+        trainer.reference = reference.eval()
+        trainer.options = replace(trainer.options, kl_coef=kl_coef)
 
     def _attack_learning_rate(self) -> float:
         game = self.options.game

@@ -103,6 +103,10 @@ async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: S
     game_steps = [e for e in events if e.kind == "train" and e.message == "game"]
     assert len(game_steps) >= 2
     assert all("train/ref_kl" in step.metrics for step in game_steps)  # game.kl_coef loaded the reference
+    # ... anchored at the policy that entered the game (after the tandem step), not the initial checkpoint.
+    anchor = services.settings.runs_dir / "game" / "game_reference" / "model.safetensors"
+    initial = services.settings.policy_model_path / "model.safetensors"
+    assert anchor.is_file() and anchor.read_bytes() != initial.read_bytes()
     for step in game_steps:
         round_version = published[step.round]
         assert step.metrics["train/verifier_version"] >= round_version
