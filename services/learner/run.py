@@ -310,7 +310,7 @@ class Run:
 
     async def _anchor_game_reference(self, trainer: PolicyTrainer, kl_coef: float) -> None:
         """The game's KL reference is the policy as it entered the game, not the initial one: a tandem_game run's
-        tandem phase moved it on purpose (a KL to the initial policy pulled the jargon back: 0 % → 7.8 % greedy).
+        tandem phase moved it on purpose (a KL to the initial policy pulled the jargon back: 0 % → 83.6 % greedy).
         Saved once at the game's start, so a resumed run keeps the same anchor."""
         anchor = self.dir / GAME_REFERENCE_DIR
         if not (anchor / "config.json").is_file():
