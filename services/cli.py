@@ -86,6 +86,12 @@ def demo(
     round_verifier_start: Annotated[
         str, typer.Option(help="warm: each round's verifier starts from the last one; fresh: from the weak LM body.")
     ] = "warm",
+    verifier_steps: Annotated[
+        int | None, typer.Option(help="Retraining steps of each round's verifier [default: 300].", min=1)
+    ] = None,
+    round_problems: Annotated[
+        int | None, typer.Option(help="Problems the prover solves for each round's verifier [default: 128].", min=4)
+    ] = None,
     base_problems: Annotated[
         int,
         typer.Option(help="Toy problems sampled as every round verifier's base data (0: none; toy task only).", min=0),
@@ -129,6 +135,8 @@ def demo(
             kl_coef=game_kl,
             attack_learning_rate=attack_lr,
             round_verifier_start=round_verifier_start,
+            verifier_steps=verifier_steps,
+            round_problems=round_problems,
             base_samples=base_problems,
         )
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services and Redis it started are stopped too.

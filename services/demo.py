@@ -82,6 +82,10 @@ class DemoGame:
     attack_learning_rate: float | None = 3e-4
     """A stronger attacker than the prover, so an 8-step budget can exploit a weak verifier (None: the game's)."""
     round_verifier_start: str = "warm"
+    verifier_steps: int | None = None
+    """Retraining steps per round (None: 300, 40 with --quick)."""
+    round_problems: int | None = None
+    """Verifier-half problems the prover solves per round, 2 helpful + 2 sneaky each (None: 128, 24 with --quick)."""
     base_samples: int = 500
     """Toy problems whose weak and strong solutions (2 each) join every round's verifier data as its base, like the
     bundled verifier's own training data (a tenth with --quick); 0: none. Toy task only (own data: the learner
@@ -145,8 +149,8 @@ def demo_plan(
     )
     return DemoPlan(
         config,
-        verifier_train_steps=40 if quick else 300,
-        round_sample_problems=24 if quick else 128,
+        verifier_train_steps=game.verifier_steps or (40 if quick else 300),
+        round_sample_problems=game.round_problems or (24 if quick else 128),
         models=models,
         round_verifier_start=game.round_verifier_start,
     )
