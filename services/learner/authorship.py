@@ -22,6 +22,13 @@ def true_spans(flags: Sequence[bool], offset: int = 0) -> list[tuple[int, int]]:
     return spans
 
 
+def author_weights(by_policy: Sequence[bool], junior_token_weight: float) -> list[float]:
+    """Loss weight per token: 1.0 where the policy wrote it, λ = ``junior_token_weight`` where the weak model did."""
+    if not (math.isfinite(junior_token_weight) and 0.0 <= junior_token_weight <= 1.0):
+        raise ValueError(f"junior_token_weight must be in [0, 1]; got {junior_token_weight}")
+    return [1.0 if policy else junior_token_weight for policy in by_policy]
+
+
 class Authorship:
     """The response of one rollout as appended segments; positions are relative to the response start."""
 
@@ -75,9 +82,7 @@ class Authorship:
 
     def loss_weights(self, junior_token_weight: float) -> list[float]:
         """Loss weight per token: 1.0 for the policy's, λ = ``junior_token_weight`` for the weak model's."""
-        if not (math.isfinite(junior_token_weight) and 0.0 <= junior_token_weight <= 1.0):
-            raise ValueError(f"junior_token_weight must be in [0, 1]; got {junior_token_weight}")
-        return [1.0 if a is Author.POLICY else junior_token_weight for a in self._authors]
+        return author_weights([a is Author.POLICY for a in self._authors], junior_token_weight)
 
     @property
     def senior_token_frac(self) -> float:

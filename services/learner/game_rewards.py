@@ -59,17 +59,14 @@ def baseline_key(sample: ScoredSample, baseline: SrcBaseline) -> tuple[str, ...]
 def src_rewards(samples: Sequence[ScoredSample], baseline: SrcBaseline = "problem_role") -> list[float]:
     """Signed relative convincingness: R = (2·correct − 1)·(2·helpful − 1)·V' if V' > 0, else −1."""
 
-    def key(sample: ScoredSample) -> tuple[str, ...]:
-        return baseline_key(sample, baseline)
-
     by_group: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for sample in samples:
-        by_group[key(sample)].append(sample.score)
+        by_group[baseline_key(sample, baseline)].append(sample.score)
     means = {group: sum(scores) / len(scores) for group, scores in by_group.items()}
 
     rewards = []
     for sample in samples:
-        relative = sample.score - means[key(sample)]
+        relative = sample.score - means[baseline_key(sample, baseline)]
         sign = (2 * sample.correct - 1) * (2 * sample.helpful - 1)
         rewards.append(sign * relative if relative > 0 else -1.0)
     return rewards

@@ -10,6 +10,7 @@ from statistics import fmean
 
 import torch
 
+from services.learner.authorship import author_weights
 from services.learner.policy import TransformersPolicy
 from services.learner.policy_loss import group_advantages, keyed_advantages
 from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
@@ -40,8 +41,7 @@ class Attempt:
 
     def token_weights(self, junior_token_weight: float) -> tuple[float, ...]:
         """Loss weight per trained token: 1 for the policy's, λ = ``junior_token_weight`` for the weak model's."""
-        self.rollout.authorship.loss_weights(junior_token_weight)  # validates λ
-        return tuple(1.0 if by_policy else junior_token_weight for by_policy in self.trained_by_policy)
+        return tuple(author_weights(self.trained_by_policy, junior_token_weight))
 
 
 def attempt(
