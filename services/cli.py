@@ -13,9 +13,9 @@ from rich.console import Console
 
 from services.common.settings import LoggingSettings, StoreSettings
 from services.tasks.toy_models.cli import app as toy_app
-from services.verifier.bench import bench_verifier
-from services.verifier.loadtest import loadtest_verifier
-from services.weak_model.bench import bench_weak_model
+from services.tools.bench_verifier import bench_verifier
+from services.tools.bench_weak_model import bench_weak_model
+from services.tools.loadtest_verifier import loadtest_verifier
 
 app = typer.Typer(help="Legibility services: verifier, weak model and learner for legibility training.")
 proto_app = typer.Typer(help="Generate and check the Python gRPC stubs.")
@@ -23,12 +23,14 @@ registry_app = typer.Typer(help="Read and watch model version records in Redis."
 serve_app = typer.Typer(help="Run a service until SIGTERM/SIGINT.")
 bench_app = typer.Typer(help="Measure the services' throughput.")
 loadtest_app = typer.Typer(help="Drive a running service with bounded load and report latency and errors.")
+worker_app = typer.Typer(help="Run a worker that serves a queue until SIGTERM/SIGINT.")
 app.add_typer(proto_app, name="proto")
 app.add_typer(registry_app, name="registry")
 app.add_typer(serve_app, name="serve")
 app.add_typer(toy_app, name="toy")
 app.add_typer(bench_app, name="bench")
 app.add_typer(loadtest_app, name="loadtest")
+app.add_typer(worker_app, name="worker")
 bench_app.command("weak-model")(bench_weak_model)
 bench_app.command("verifier")(bench_verifier)
 loadtest_app.command("verifier")(loadtest_verifier)
@@ -281,6 +283,14 @@ def train_verifier(ctx: typer.Context) -> None:
     from services.jobs.verifier_training.__main__ import main
 
     main(ctx.args, prog="legibility train-verifier")
+
+
+@worker_app.command("train-verifier", context_settings=_PASS_THROUGH, add_help_option=False)
+def worker_train_verifier(ctx: typer.Context) -> None:
+    """Train the verifier for each request on the retraining stream (learner in queue mode); `--help`: flags."""
+    from services.jobs.verifier_training.worker_main import main
+
+    main(ctx.args, prog="legibility worker train-verifier")
 
 
 @proto_app.command("generate")

@@ -30,8 +30,8 @@ from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
 from services.common.run_watch import watch_run
-from services.learner.report import write_report
-from services.learner.run_config import resolve
+from services.learner.runs.config import resolve
+from services.learner.runs.report import write_report
 from services.tasks.prompts import ChatTemplateMode
 
 console = Console()

@@ -236,6 +236,14 @@ class ArtifactStore:
             raise ArtifactError(f"{uri!r}: resolves outside the artifact store")
         return path
 
+    def manifest_sha256(self, uri: str) -> str:
+        """The sha256 that pins a stored version (of its manifest); refuses a uri with nothing stored."""
+        manifest = self.resolve(uri) / MANIFEST_NAME
+        try:
+            return hashlib.sha256(manifest.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ArtifactError(f"{uri}: nothing stored there ({exc.strerror})") from exc
+
     def verify(self, uri: str, expected_sha256: str) -> Path:
         """Check that checkpoint ``uri`` matches ``expected_sha256`` byte for byte; return its directory.
 

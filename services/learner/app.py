@@ -10,11 +10,11 @@ from grpc import aio
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2_grpc, verifier_pb2_grpc, weak_model_pb2_grpc
 from services.common.server import GrpcServer
-from services.learner.run_registry import RunRegistry
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.runs.registry import RunRegistry
 from services.learner.service import SERVICE_NAME, LearnerServicer
 from services.learner.settings import LearnerSettings
-from services.learner.verifier_client import VerifierClient
-from services.learner.weak_client import WeakModelClient
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
-from services.learner.run_registry import RunRegistry
+from services.learner.runs.registry import RunRegistry
 
 SERVICE_NAME = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
 

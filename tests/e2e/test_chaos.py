@@ -29,7 +29,7 @@ from services.common.processes import ServiceProcess, free_port
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
-from services.learner.verifier_client import VerifierClient
+from services.learner.clients.verifier import VerifierClient
 from services.tasks.styles import render
 from services.tasks.toy import generate
 

@@ -25,6 +25,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import ArtifactStore
+from services.common.errors import ArtifactError
 from services.common.model_loading import load_pretrained
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry
@@ -86,8 +87,21 @@ def _default_out_dir(settings: TrainVerifierSettings) -> Path:
     return Path("runs/train-verifier") / f"{settings.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
 
 
-def train_verifier_job(settings: TrainVerifierSettings, console: Console | None = None) -> TrainedVerifier:
-    """Run the whole job; publishes when settings.publish. Raises ValueError on unusable data."""
+def _load_pinned(store: ArtifactStore, source: str, expected: dict[str, str]) -> tuple[list[LabelledSample], str]:
+    loaded, sha256 = load_samples(store, source)
+    if source in expected and expected[source] != sha256:
+        raise ArtifactError(f"{source}: sha256 {sha256} differs from the pinned {expected[source]}")
+    return loaded, sha256
+
+
+def train_verifier_job(
+    settings: TrainVerifierSettings,
+    console: Console | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainedVerifier:
+    """Run the whole job; publishes when settings.publish. Raises ValueError on unusable data.
+
+    on_step(step, mean recent loss) is called after every optimiser step (a worker relays it as progress)."""
     console = console or Console(stderr=True)
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
@@ -96,11 +110,11 @@ def train_verifier_job(settings: TrainVerifierSettings, console: Console | None 
     samples: list[LabelledSample] = []
     inputs = []
     for source in settings.samples:
-        loaded, sha256 = load_samples(store, source)
+        loaded, sha256 = _load_pinned(store, source, settings.expected_sha256)
         samples += loaded
         inputs.append({"source": source, "sha256": sha256, "samples": len(loaded)})
     for source in settings.base_samples:
-        loaded, sha256 = load_samples(store, source)
+        loaded, sha256 = _load_pinned(store, source, settings.expected_sha256)
         samples += [s.model_copy(update={"round": BASE_ROUND}) for s in loaded]
         inputs.append({"source": source, "sha256": sha256, "samples": len(loaded), "base": True})
 
@@ -131,6 +145,7 @@ def train_verifier_job(settings: TrainVerifierSettings, console: Console | None 
             random.Random(settings.seed),
             progress,
             "train verifier",
+            on_step,
         )
 
     scores = encoder.scores(model, [(s.problem, s.solution) for s in mixture.held_out])

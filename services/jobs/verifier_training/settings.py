@@ -20,6 +20,8 @@ class TrainVerifierSettings(StoreSettings, LoggingSettings, TaskSettings):
 
     samples: list[str] = Field(min_length=1)
     """Sample sets: artifact:// uris of stored rounds or local .jsonl files (repeat the flag, or a JSON list)."""
+    expected_sha256: dict[str, str] = Field(default_factory=dict)
+    """Sample sources pinned by content (source → sha256): a set whose sha256 differs is refused, not trained on."""
     base_samples: list[str] = Field(default_factory=list)
     """Sample sets the initial verifier was trained on (uris or .jsonl files): one more round of the mixture, with
     an equal share, so a round's verifier keeps what the initial one knew; reported as ``base``."""
@@ -51,6 +53,9 @@ class TrainVerifierSettings(StoreSettings, LoggingSettings, TaskSettings):
     """Registry name to publish under."""
     version: int | None = Field(None, ge=1)
     """Version to publish; default current + 1 (refused if not higher than the current one)."""
+    request_id: str = ""
+    """The retraining request this job serves (``<run_id>:round<N>``), written into training.json so a worker that
+    finds its target version published can tell its own earlier publish from another writer's."""
 
     @field_validator("solutions_per_problem")
     @classmethod

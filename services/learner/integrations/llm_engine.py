@@ -15,7 +15,7 @@ from typing import Any
 from services.decoding.boundaries import FinishReason
 from services.decoding.requests import SegmentRequest
 from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
-from services.learner.segments import Segment
+from services.learner.clients.segments import Segment
 
 # SamplingParams fields the stack's user chose that a segment keeps (temperature, top_p and seed come per segment).
 _KEPT_FIELDS = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
@@ -27,7 +27,7 @@ def sampling_extras(sampling_params: Any) -> dict[str, Any]:
 
 
 class LlmEngineWriter:
-    """A :class:`~services.learner.segments.SegmentWriter` over an engine with ``async generate(ids, params)``."""
+    """A :class:`~services.learner.clients.segments.SegmentWriter` over an engine with ``generate(ids, params)``."""
 
     def __init__(
         self,

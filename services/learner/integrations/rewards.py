@@ -19,9 +19,9 @@ from grpc import aio
 from services.common.calls import call_until
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc, weak_model_pb2_grpc
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.weak_model import WeakModelClient
 from services.learner.integrations.settings import IntegrationSettings, RewardMode
-from services.learner.verifier_client import VerifierClient
-from services.learner.weak_client import WeakModelClient
 from services.tasks.base import Task, stated_answer
 
 _T = TypeVar("_T")

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from services.common.bundled_models import BUNDLED_STRONG
-from services.learner.schedule import GapRule, HandoffSchedule, Strategy
+from services.learner.rl.schedule import GapRule, HandoffSchedule, Strategy
 from services.tasks.prompts import PromptFormat
 from services.tasks.settings import TaskSettings
 
@@ -47,7 +47,7 @@ class IntegrationSettings(TaskSettings):
     verifier_min_version: int = Field(0, ge=0)
     """Refuse scores from verifier versions older than this (FAILED_PRECONDITION until the swap)."""
     handoff_strategy: Strategy = "word"
-    """Where control passes and how (see services/learner/schedule.py): word, sentence, chunk, alternating, ..."""
+    """Where control passes and how (see services/learner/rl/schedule.py): word, sentence, chunk, alternating, ..."""
     p_primary: float = Field(0.5, ge=0.0, le=1.0)
     """Chance that the policy writes the next segment."""
     max_gap_tokens: int = Field(32, ge=1)

@@ -2,7 +2,7 @@
 
 :class:`TandemAgent` has the ``execute`` signature and return dict of ``openrlhf.utils.agent.AgentExecutorBase``;
 ``openrlhf_agent.py`` (the file ``--train.agent_func_path`` names) only adds the base class. Each call runs one
-tandem rollout with the learner's own loop (:func:`~services.learner.rollout.run_tandem`): policy segments from the
+tandem rollout with the learner's own loop (:func:`~services.learner.rl.rollout.run_tandem`): policy segments from the
 stack's ``llm_engine``, weak segments from the weak-model service, handoffs from the same seeded schedule. Only
 the policy's spans are returned in ``action_ranges``, so OpenRLHF's action mask leaves the weak tokens out of the
 loss; an EOS is appended when the text ended, inside the action span when the policy wrote it.
@@ -17,12 +17,12 @@ from typing import Any
 
 from services.decoding.tokens import tokenizer_sha256
 from services.decoding.vllm_segments import BoundaryVocabulary
-from services.learner.authorship import true_spans
+from services.learner.clients.vocabulary import check_same_vocabulary
 from services.learner.integrations.llm_engine import LlmEngineWriter, sampling_extras
 from services.learner.integrations.rewards import ServiceClients, needs_verifier, score_rewards
 from services.learner.integrations.settings import IntegrationSettings
-from services.learner.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
-from services.learner.vocabulary import check_same_vocabulary
+from services.learner.rl.authorship import true_spans
+from services.learner.rl.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
 from services.tasks.prompts import PromptFormat
 
 log = logging.getLogger(__name__)

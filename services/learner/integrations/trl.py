@@ -18,8 +18,8 @@ import torch
 from services.learner.integrations.rewards import BlockingClients, RewardClient, ServiceClients
 from services.learner.integrations.settings import IntegrationSettings, RewardMode
 from services.learner.integrations.tandem_agent import RolloutSeeds
-from services.learner.policy import TransformersPolicy
-from services.learner.rollout import RolloutOptions, new_rollout, run_tandem
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.rollout import RolloutOptions, new_rollout, run_tandem
 
 
 def _text(message: Any) -> str:

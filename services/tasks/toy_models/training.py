@@ -67,8 +67,11 @@ def train_steps(
     rng: random.Random,
     progress: Progress,
     description: str,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Run ``schedule.steps`` AdamW steps; ``loss_of_batch`` draws a batch and returns its loss."""
+    """Run ``schedule.steps`` AdamW steps; ``loss_of_batch`` draws a batch and returns its loss.
+
+    ``on_step(step, mean of the last 50 losses)`` after each step, for progress reported elsewhere."""
     optimizer = _optimizer(model, schedule)
     model.train()
     losses: list[float] = []
@@ -84,6 +87,8 @@ def train_steps(
         losses.append(loss.item())
         recent = losses[-50:]
         progress.update(task, advance=1, loss=sum(recent) / len(recent))
+        if on_step is not None:
+            on_step(step + 1, sum(recent) / len(recent))
     model.eval()
     return losses
 

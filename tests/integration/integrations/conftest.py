@@ -8,8 +8,8 @@ import pytest_asyncio
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc
+from services.learner.clients.verifier import VerifierClient
 from services.learner.integrations.settings import IntegrationSettings
-from services.learner.verifier_client import VerifierClient
 from services.tasks import toy
 from tests.integration.learner.conftest import MODELS, Dependencies, start_dependencies
 

@@ -26,12 +26,12 @@ from vllm import SamplingParams
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
 from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
+from services.learner.clients.weak_model import WeakModelClient
 from services.learner.integrations import openrlhf_agent, openrlhf_reward
 from services.learner.integrations.tandem_agent import rollout_seed
-from services.learner.policy import TransformersPolicy
-from services.learner.rollout import RolloutOptions, new_rollout, run_tandem
-from services.learner.schedule import Author
-from services.learner.weak_client import WeakModelClient
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.rollout import RolloutOptions, new_rollout, run_tandem
+from services.learner.rl.schedule import Author
 from services.tasks import toy
 from services.tasks.answers import is_correct
 from tests.integration.integrations.conftest import MODELS, PROBLEMS, Services

@@ -8,10 +8,10 @@ import torch
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc
-from services.learner.attack import AttackResult, sneaky_attack
-from services.learner.policy import TransformersPolicy
-from services.learner.trainer import OptimizerOptions
-from services.learner.verifier_client import VerifierClient
+from services.learner.clients.verifier import VerifierClient
+from services.learner.game.attack import AttackResult, sneaky_attack
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.trainer import OptimizerOptions
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask
 from tests.integration.learner.conftest import Dependencies

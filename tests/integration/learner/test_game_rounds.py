@@ -19,12 +19,12 @@ from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
 from services.common.samples import load_samples, samples_uri
-from services.learner.events import RunEvent
-from services.learner.run import Run
-from services.learner.run_config import resolve
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.runs.config import resolve
+from services.learner.runs.events import RunEvent
+from services.learner.runs.run import Run
 from services.learner.settings import LearnerSettings
-from services.learner.verifier_client import VerifierClient
-from services.learner.weak_client import WeakModelClient
 from services.verifier.app import start_verifier
 from services.verifier.settings import VerifierSettings
 from services.weak_model.app import start_weak_model

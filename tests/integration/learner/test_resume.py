@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
-from services.learner.run_state import load_state
+from services.learner.runs.state import load_state
 from tests.integration.learner.conftest import Dependencies, LearnerFactory, tiny_tandem, watch
 
 K = learner_pb2

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.run_registry import RunRecord, new_run_id
+from services.learner.runs.registry import RunRecord, new_run_id
 from tests.integration.learner.conftest import tiny_tandem
 
 K = learner_pb2

@@ -11,12 +11,12 @@ import torch
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
-from services.learner.policy import TransformersPolicy
-from services.learner.policy_loss import policy_loss
-from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
-from services.learner.schedule import Author, HandoffSchedule
-from services.learner.trainer import OptimizerOptions, PolicyTrainer, TrainItem, response_log_probs
-from services.learner.weak_client import WeakModelClient
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.policy_loss import policy_loss
+from services.learner.rl.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
+from services.learner.rl.schedule import Author, HandoffSchedule
+from services.learner.rl.trainer import OptimizerOptions, PolicyTrainer, TrainItem, response_log_probs
 from services.tasks import toy
 from services.weak_model.app import start_weak_model
 from services.weak_model.settings import WeakModelSettings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.verifier.bench import BenchConfig, Row, run_bench, table
+from services.tools.bench_verifier import BenchConfig, Row, run_bench, table
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_a_skipped_row_prints_its_reason() -> None:
 
 def test_forward_in_length_sorted_chunks_returns_each_score_in_request_order() -> None:
     """model.forward splits a micro-batch into chunks of FORWARD_ROWS (the speed-up the bench measured)."""
-    from services.verifier.bench import bench_pairs
+    from services.tools.bench_verifier import bench_pairs
     from services.verifier.model import FORWARD_ROWS, load_verifier
     from tests.integration.verifier.conftest import VERIFIER_MODEL
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from services.common.artifacts import ArtifactStore
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRegistry
-from services.verifier.loadtest import LoadConfig, LoadReport, loadtest_verifier, run_loadtest
+from services.tools.loadtest_verifier import LoadConfig, LoadReport, loadtest_verifier, run_loadtest
 from tests.integration.verifier.conftest import VERIFIER_MODEL, RunningVerifier, VerifierFactory
 
 REQUESTS = 60

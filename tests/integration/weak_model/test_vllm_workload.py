@@ -24,10 +24,10 @@ from grpc_health.v1 import health_pb2
 from services.common.bundled_models import BUNDLED_STRONG
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2
 from services.decoding.vllm_supervisor import ENGINE_FAILURES
-from services.learner.policy import TransformersPolicy
-from services.learner.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
-from services.learner.schedule import Author, HandoffSchedule
-from services.learner.weak_client import WeakModelClient
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.rollout import Rollout, RolloutOptions, derive_seed, new_rollout, run_tandem
+from services.learner.rl.schedule import Author, HandoffSchedule
 from services.tasks import toy
 from services.tasks.answers import is_correct
 from tests.integration.weak_model.conftest import RunningWeakModel, serve_weak_model

@@ -51,4 +51,4 @@ def test_a_shared_package_importing_a_service_breaks_the_layers(tmp_path: Path) 
     broken = _lint(tree)
     assert broken.returncode == 1
     assert "Layers: entry points > services > jobs > decoding, tasks > common BROKEN" in broken.stdout
-    assert "services.tasks.prompts -> services.learner.rollout" in broken.stdout
+    assert "services.tasks.prompts -> services.learner.rl.rollout" in broken.stdout

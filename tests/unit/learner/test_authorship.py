@@ -1,7 +1,7 @@
 import pytest
 
-from services.learner.authorship import Authorship
-from services.learner.schedule import Author
+from services.learner.rl.authorship import Authorship
+from services.learner.rl.schedule import Author
 
 P, W = Author.POLICY, Author.WEAK
 

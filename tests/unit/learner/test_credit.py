@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from services.learner.credit import dca_token_advantages, token_step_ends
-from services.learner.policy_loss import group_advantages
+from services.learner.rl.credit import dca_token_advantages, token_step_ends
+from services.learner.rl.policy_loss import group_advantages
 
 # A character-level response "3+4=7.\n7*2=14.\n#### 14" split into tokens of uneven width.
 TOKENS = ["3+", "4=7", ".\n", "7*2", "=14.", "\n", "#### ", "14"]

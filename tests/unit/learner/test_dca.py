@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from services.learner.dca import step_shares, token_advantages_of_steps
+from services.learner.rl.dca import step_shares, token_advantages_of_steps
 
 
 def test_positive_advantage_follows_the_rises() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.game_rewards import (
+from services.learner.game.rewards import (
     ScoredSample,
     cgc_rewards,
     game_rewards,

@@ -1,7 +1,6 @@
 import pytest
 
-from services.learner.game_rewards import ScoredSample
-from services.learner.legibility_metrics import (
+from services.learner.evaluation.legibility_metrics import (
     balanced_best_of_n,
     helpful_accuracy,
     legibility_metrics,
@@ -10,6 +9,7 @@ from services.learner.legibility_metrics import (
     sneaky_incorrect_rate,
     verifier_auc,
 )
+from services.learner.evaluation.scored import ScoredSample
 
 
 def _samples() -> list[ScoredSample]:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from services.learner.policy_loss import approx_kl, group_advantages, keyed_advantages, policy_loss, weighted_mean
+from services.learner.rl.policy_loss import approx_kl, group_advantages, keyed_advantages, policy_loss, weighted_mean
 
 
 def _log(values: list[list[float]]) -> torch.Tensor:

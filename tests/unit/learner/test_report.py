@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.learner.report import read_events, write_report
+from services.learner.runs.report import read_events, write_report
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

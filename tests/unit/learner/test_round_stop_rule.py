@@ -1,6 +1,6 @@
 """The round's stop rule: sneaky-incorrect solutions caught up with helpful-correct ones, on enough of them."""
 
-from services.learner.game import CAUGHT_UP_MIN_SAMPLES, sneaky_caught_up
+from services.learner.game.rounds import CAUGHT_UP_MIN_SAMPLES, sneaky_caught_up
 
 
 def _metrics(sneaky: float, helpful: float, count: int) -> dict[str, float]:

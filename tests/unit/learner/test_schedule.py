@@ -2,7 +2,7 @@ import pytest
 
 from services.common.genproto.legibility.v1 import learner_pb2
 from services.decoding.boundaries import Boundary
-from services.learner.schedule import Author, HandoffDrawer, HandoffSchedule
+from services.learner.rl.schedule import Author, HandoffDrawer, HandoffSchedule
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])

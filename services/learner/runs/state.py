@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from services.learner.trainer import PolicyTrainer
+from services.learner.rl.trainer import PolicyTrainer
 
 STATE_FILE = "state.json"
 POLICY_DIR = "policy"

@@ -12,41 +12,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from services.common.genproto.legibility.v1 import learner_pb2
+from services.learner.evaluation.scored import ScoredSample
 
-Role = Literal["helpful", "sneaky"]
 SrcBaseline = Literal["problem_role", "problem"]
 SRC_BASELINES: tuple[str, ...] = ("problem_role", "problem")
 GameRewardKind = Literal["src", "cgc", "goodhart"]
 CGC_PENALTY = -2.0
 """V0: the CGC reward of a sample whose correctness does not match its role."""
-
-
-@dataclass(frozen=True)
-class ScoredSample:
-    """One prover solution, labelled and scored by the verifier."""
-
-    problem_id: str
-    role: Role
-    correct: bool
-    score: float
-    """The verifier's score V(x, z)."""
-
-    def __post_init__(self) -> None:
-        if self.role not in ("helpful", "sneaky"):
-            raise ValueError(f"role must be helpful or sneaky; got {self.role!r}")
-
-    @property
-    def helpful(self) -> bool:
-        return self.role == "helpful"
-
-    @property
-    def role_aligned(self) -> bool:
-        """Helpful and correct, or sneaky and incorrect."""
-        return self.helpful == self.correct
 
 
 def baseline_key(sample: ScoredSample, baseline: SrcBaseline) -> tuple[str, ...]:

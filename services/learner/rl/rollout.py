@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from services.decoding.boundaries import StopRule
 from services.decoding.requests import SegmentRequest
-from services.learner.authorship import Authorship
-from services.learner.schedule import Author, HandoffDrawer, HandoffSchedule
-from services.learner.segments import SegmentWriter
+from services.learner.clients.segments import SegmentWriter
+from services.learner.rl.authorship import Authorship
+from services.learner.rl.schedule import Author, HandoffDrawer, HandoffSchedule
 
 
 def derive_seed(*parts: object) -> int:

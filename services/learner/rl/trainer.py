@@ -17,8 +17,8 @@ from statistics import fmean
 import torch
 from transformers import PreTrainedModel
 
-from services.learner.policy import TransformersPolicy
-from services.learner.policy_loss import policy_loss
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.policy_loss import policy_loss
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
-from services.learner.schedule import Author
+from services.learner.rl.schedule import Author
 
 
 def true_spans(flags: Sequence[bool], offset: int = 0) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.learner.events import RunEvent, read_events
+from services.learner.runs.events import RunEvent, read_events
 
 log = logging.getLogger(__name__)
 

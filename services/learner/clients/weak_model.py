@@ -9,7 +9,7 @@ from typing import TypeVar
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
 from services.decoding.boundaries import Boundary
 from services.decoding.requests import SegmentRequest
-from services.learner.segments import Segment
+from services.learner.clients.segments import Segment
 
 _T = TypeVar("_T")
 

@@ -2,7 +2,7 @@
 
 Without DCA every trained token of a rollout carries its group-relative advantage A = (R − group mean) /
 (group std + eps). With DCA, A is split over the solution's steps by the verifier's step-score changes
-(:mod:`services.learner.dca`) and each token of step k carries K·a_k. The split keeps A's sign on every step and
+(:mod:`services.learner.rl.dca`) and each token of step k carries K·a_k. The split keeps A's sign on every step and
 sums to A exactly; with equal shares (or one step) every token carries A, exactly GRPO.
 """
 
@@ -12,7 +12,7 @@ import bisect
 import itertools
 from collections.abc import Sequence
 
-from services.learner.dca import step_shares, token_advantages_of_steps
+from services.learner.rl.dca import step_shares, token_advantages_of_steps
 
 
 def token_step_ends(char_ends: Sequence[int], token_texts: Sequence[str]) -> list[int]:

@@ -24,13 +24,13 @@ from grpc import aio
 
 from services.common.errors import InvalidArgument, NotFound, Overloaded
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.events import EVENTS_FILE, RunEvent, append_event, drop_torn_tail, read_events
-from services.learner.run import Run
-from services.learner.run_config import resolve
+from services.learner.runs.events import EVENTS_FILE, RunEvent, append_event, drop_torn_tail, read_events
+from services.learner.runs.run import Run
+from services.learner.runs.config import resolve
 from services.learner.settings import LearnerSettings
-from services.learner.verifier_client import VerifierClient
-from services.learner.vocabulary import check_same_vocabulary, policy_vocabulary, weak_model_info
-from services.learner.weak_client import WeakModelClient
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.vocabulary import check_same_vocabulary, policy_vocabulary, weak_model_info
+from services.learner.clients.weak_model import WeakModelClient
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from services.common.errors import InvalidArgument
 from services.decoding.tokens import tokenizer_sha256
-from services.learner.weak_client import WeakModelClient
+from services.learner.clients.weak_model import WeakModelClient
 
 log = logging.getLogger(__name__)
 

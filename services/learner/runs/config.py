@@ -9,9 +9,9 @@ from typing import Literal
 
 from services.common.errors import InvalidArgument
 from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.game_rewards import GameRewardKind, SrcBaseline, reward_kind_from_proto
-from services.learner.schedule import HandoffSchedule
-from services.learner.trainer import OptimizerOptions
+from services.learner.game.rewards import GameRewardKind, SrcBaseline, reward_kind_from_proto
+from services.learner.rl.schedule import HandoffSchedule
+from services.learner.rl.trainer import OptimizerOptions
 from services.tasks.base import Task
 from services.tasks.catalog import TASK_NAMES, load_task
 from services.tasks.prompts import ChatTemplateMode

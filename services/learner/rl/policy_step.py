@@ -10,12 +10,12 @@ from statistics import fmean
 
 import torch
 
-from services.learner.authorship import author_weights
-from services.learner.policy import TransformersPolicy
-from services.learner.policy_loss import group_advantages, keyed_advantages
-from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
-from services.learner.segments import SegmentWriter
-from services.learner.trainer import PolicyTrainer, TrainItem
+from services.learner.clients.segments import SegmentWriter
+from services.learner.rl.authorship import author_weights
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.policy_loss import group_advantages, keyed_advantages
+from services.learner.rl.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
+from services.learner.rl.trainer import PolicyTrainer, TrainItem
 from services.tasks.base import Problem, Role, Task
 from services.tasks.prompts import PromptFormat
 

@@ -5,8 +5,8 @@ On the same checkpoint and the same pairs (the load generator's toy problems, pl
 1. raw: the checkpoint loaded as the service loads it (``load_verifier``: same encoding, same torch threads), pairs
    scored in batches of ``max_batch_size`` in this process, no gRPC — the most the model gives;
 2. the service, ``python -m services.verifier`` in a subprocess (so the clients do not share its GIL), driven by
-   :func:`services.verifier.loadtest.run_loadtest` over gRPC Score from 1, 8 and 64 concurrent clients with one item
-   per request (RL reward calls), and 64 clients with 8 items per request;
+   :func:`services.tools.loadtest_verifier.run_loadtest` over gRPC Score from 1, 8 and 64 concurrent clients with
+   one item per request (RL reward calls), and 64 clients with 8 items per request;
 3. vLLM's own OpenAI server with the pooling runner (``--convert classify``), ``POST /classify`` from 64 concurrent
    clients; its probabilities are checked against sigmoid of our scores. The bundled GPT-2 has 16-wide heads, which
    vLLM's CPU attention has no kernel for: the server loads the weak-model engine's exact zero-padding patch as its
@@ -74,7 +74,7 @@ class BenchConfig:
 
 
 def bench_pairs(seed: int = 0) -> list[tuple[str, str]]:
-    from services.verifier.loadtest import load_pairs
+    from services.tools.loadtest_verifier import load_pairs
 
     return [(q, s) for q, s, _ in load_pairs(POOL_SIZE, seed)]
 
@@ -141,7 +141,7 @@ async def measure_service(config: BenchConfig) -> list[Row]:
 
 
 async def _service_row(target: str, config: BenchConfig, clients: int, items: int) -> Row:
-    from services.verifier.loadtest import LoadConfig, run_loadtest
+    from services.tools.loadtest_verifier import LoadConfig, run_loadtest
 
     load = LoadConfig(
         target=target, requests=config.requests, duration_s=config.duration_s, concurrency=clients, batch_size=items

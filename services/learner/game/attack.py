@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import fmean
 
-from services.learner.evaluation import SOLO, write_solutions
-from services.learner.game_rewards import CGC_PENALTY
-from services.learner.policy import TransformersPolicy
-from services.learner.policy_step import Attempt, policy_step
-from services.learner.rollout import RolloutOptions, derive_seed
-from services.learner.segments import SegmentWriter
-from services.learner.trainer import OptimizerOptions, PolicyTrainer
-from services.learner.verifier_client import VerifierClient
+from services.learner.clients.segments import SegmentWriter
+from services.learner.clients.verifier import VerifierClient
+from services.learner.evaluation.evaluate import SOLO, write_solutions
+from services.learner.game.rewards import CGC_PENALTY
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.policy_step import Attempt, policy_step
+from services.learner.rl.rollout import RolloutOptions, derive_seed
+from services.learner.rl.trainer import OptimizerOptions, PolicyTrainer
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.learner.game_rewards import ScoredSample
+from services.learner.evaluation.scored import ScoredSample
 from services.tasks.toy_models.metrics import roc_auc
 
 

@@ -15,7 +15,7 @@ from services.decoding.boundaries import FinishReason
 from services.decoding.hf_loop import generate
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenTable
-from services.learner.segments import Segment
+from services.learner.clients.segments import Segment
 
 
 class TransformersPolicy:

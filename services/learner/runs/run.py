@@ -27,10 +27,10 @@ from services.common.samples import samples_uri
 from services.decoding.tokens import tokenizer_sha256
 from services.jobs.verifier_training.mixture import NoTrainablePairs
 from services.jobs.verifier_training.settings import TrainVerifierSettings
-from services.learner.attack import sneaky_attack
-from services.learner.evaluation import SOLO, evaluate_policy
-from services.learner.events import EVENTS_FILE, EventKind, RunEvent, append_event
-from services.learner.game import (
+from services.learner.game.attack import sneaky_attack
+from services.learner.evaluation.evaluate import SOLO, evaluate_policy
+from services.learner.runs.events import EVENTS_FILE, EventKind, RunEvent, append_event
+from services.learner.game.rounds import (
     collect_round_samples,
     dca_credit,
     game_reward,
@@ -38,16 +38,16 @@ from services.learner.game import (
     sneaky_caught_up,
     store_round_samples,
 )
-from services.learner.policy import TransformersPolicy
-from services.learner.policy_step import correctness_reward, policy_step
-from services.learner.rollout import RolloutOptions, derive_seed
-from services.learner.run_config import RunOptions
-from services.learner.run_state import RunState, checkpoint_dir, load_optimizer, load_state, save_checkpoint
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.policy_step import correctness_reward, policy_step
+from services.learner.rl.rollout import RolloutOptions, derive_seed
+from services.learner.runs.config import RunOptions
+from services.learner.runs.state import RunState, checkpoint_dir, load_optimizer, load_state, save_checkpoint
 from services.learner.settings import LearnerSettings
-from services.learner.trainer import PolicyTrainer
-from services.learner.verifier_client import VerifierClient
-from services.learner.vocabulary import check_same_vocabulary
-from services.learner.weak_client import WeakModelClient
+from services.learner.rl.trainer import PolicyTrainer
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.vocabulary import check_same_vocabulary
+from services.learner.clients.weak_model import WeakModelClient
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 
@@ -285,7 +285,7 @@ class Run:
         return version
 
     async def _attack(self, trainer: PolicyTrainer, round_: int, version: int) -> None:
-        """The sneaky-only attack on this round's verifier (:mod:`services.learner.attack`), measured once."""
+        """The sneaky-only attack on this round's verifier (:mod:`services.learner.game.attack`), measured once."""
         assert self.verifier is not None
         game, started = self.options.game, time.perf_counter()
         problems = self._rng_sample(self.prover_problems, ATTACK_PROBLEMS, f"attack{round_}")

@@ -10,14 +10,15 @@ from services.common.artifacts import ArtifactStore
 from services.common.samples import LabelledSample, put_samples, samples_uri
 from services.jobs.verifier_training.job import TrainedVerifier, train_verifier_job
 from services.jobs.verifier_training.settings import TrainVerifierSettings
-from services.learner.credit import dca_token_advantages
-from services.learner.evaluation import write_solutions
-from services.learner.game_rewards import GameRewardKind, ScoredSample, SrcBaseline, game_rewards
-from services.learner.policy import TransformersPolicy
-from services.learner.policy_step import Attempt, CreditFn, RewardFn
-from services.learner.rollout import RolloutOptions
-from services.learner.segments import SegmentWriter
-from services.learner.verifier_client import VerifierClient
+from services.learner.clients.segments import SegmentWriter
+from services.learner.clients.verifier import VerifierClient
+from services.learner.evaluation.evaluate import write_solutions
+from services.learner.evaluation.scored import ScoredSample
+from services.learner.game.rewards import GameRewardKind, SrcBaseline, game_rewards
+from services.learner.rl.credit import dca_token_advantages
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.policy_step import Attempt, CreditFn, RewardFn
+from services.learner.rl.rollout import RolloutOptions
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 

@@ -6,14 +6,14 @@ import random
 from collections.abc import Sequence
 from statistics import fmean
 
-from services.learner.game_rewards import ScoredSample
-from services.learner.legibility_metrics import legibility_metrics
-from services.learner.policy import TransformersPolicy
-from services.learner.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
-from services.learner.schedule import HandoffSchedule
-from services.learner.segments import SegmentWriter
-from services.learner.verifier_client import VerifierClient
-from services.learner.weak_client import WeakModelClient
+from services.learner.clients.segments import SegmentWriter
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.evaluation.legibility_metrics import legibility_metrics
+from services.learner.evaluation.scored import ScoredSample
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
+from services.learner.rl.schedule import HandoffSchedule
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 
