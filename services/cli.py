@@ -23,6 +23,7 @@ registry_app = typer.Typer(help="Read and watch model version records in Redis."
 serve_app = typer.Typer(help="Run a service until SIGTERM/SIGINT.")
 bench_app = typer.Typer(help="Measure the services' throughput.")
 loadtest_app = typer.Typer(help="Drive a running service with bounded load and report latency and errors.")
+runs_app = typer.Typer(help="Read the runs of a learner service.")
 worker_app = typer.Typer(help="Run a worker that serves a queue until SIGTERM/SIGINT.")
 app.add_typer(proto_app, name="proto")
 app.add_typer(registry_app, name="registry")
@@ -31,6 +32,7 @@ app.add_typer(toy_app, name="toy")
 app.add_typer(bench_app, name="bench")
 app.add_typer(loadtest_app, name="loadtest")
 app.add_typer(worker_app, name="worker")
+app.add_typer(runs_app, name="runs")
 bench_app.command("weak-model")(bench_weak_model)
 bench_app.command("verifier")(bench_verifier)
 loadtest_app.command("verifier")(loadtest_verifier)
@@ -98,6 +100,10 @@ def demo(
         int,
         typer.Option(help="Toy problems sampled as every round verifier's base data (0: none; toy task only).", min=0),
     ] = 500,
+    retrain: Annotated[
+        str,
+        typer.Option(help="in_process: the learner retrains each round's verifier; queue: a separate worker process."),
+    ] = "in_process",
 ) -> None:
     """Run the end-to-end demo: Redis, the three services on loopback, a tandem phase and two game rounds; a report.
 
@@ -114,6 +120,8 @@ def demo(
     for value, flag in ((game_lr, "--game-lr"), (attack_lr, "--attack-lr")):
         if not value > 0:
             raise typer.BadParameter("must be > 0", param_hint=flag)
+    if retrain not in ("in_process", "queue"):
+        raise typer.BadParameter("must be in_process or queue", param_hint="--retrain")
     if round_verifier_start not in ("warm", "fresh"):
         raise typer.BadParameter("must be warm or fresh", param_hint="--round-verifier-start")
     try:
@@ -140,6 +148,7 @@ def demo(
             verifier_steps=verifier_steps,
             round_problems=round_problems,
             base_samples=base_problems,
+            retrain=retrain,
         )
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services and Redis it started are stopped too.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -159,6 +168,7 @@ def publish(
     artifact_root: Annotated[Path | None, typer.Option(help="[env LEGIBILITY_ARTIFACT_ROOT]")] = None,
 ) -> None:
     """Copy a checkpoint into the artifact store and publish it as a new version (refused if not higher)."""
+
     from services.common.artifacts import ArtifactStore
     from services.common.errors import DomainError
     from services.common.publish import publish_checkpoint
@@ -201,6 +211,41 @@ def _number_or_text(value: str) -> float | int | str:
         except ValueError:
             pass
     return value
+
+
+@runs_app.command("report")
+def runs_report(
+    run_id: str,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to copy the report into [default: ./<run_id>-report].")
+    ] = None,
+    learner: Annotated[str, typer.Option(help="Learner service target.", envvar="LEGIBILITY_LEARNER_TARGET")] = (
+        "127.0.0.1:50053"
+    ),
+    artifact_root: Annotated[
+        Path | None, typer.Option(help="Artifact store root [env LEGIBILITY_ARTIFACT_ROOT].")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token.", envvar="LEGIBILITY_CLIENT_TOKEN")] = None,
+) -> None:
+    """Fetch a run's report (report.md, report.json, plots) from the artifact store, checked against its manifest."""
+    import grpc
+
+    from services.common.artifacts import ArtifactStore
+    from services.common.errors import DomainError
+    from services.tools.run_report import copy_report, get_run
+
+    store = ArtifactStore(_store_settings(None, artifact_root).artifact_root)
+    try:
+        run = asyncio.run(get_run(learner, run_id, token))
+        fetched = copy_report(run, store, out or Path(f"{run_id}-report"))
+    except grpc.aio.AioRpcError as error:
+        console.print(f"[red]{error.code().name}: {error.details()}[/red]")
+        raise typer.Exit(1) from error
+    except DomainError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    for line in fetched.summary_lines():
+        console.print(line)
 
 
 @registry_app.command("show")

@@ -25,14 +25,14 @@ from services.common.artifacts import ArtifactStore
 from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER, BUNDLED_WEAK
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
-from services.common.processes import ServiceProcess, free_port
+from services.common.processes import LocalProcess, ServiceProcess, WorkerProcess, free_port
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
 from services.common.run_watch import watch_run
-from services.learner.runs.config import resolve
-from services.learner.runs.report import write_report
+from services.learner.runs.report import format_duration
 from services.tasks.prompts import ChatTemplateMode
+from services.tools.run_report import copy_report
 
 console = Console()
 LEARNER_SERVICE = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
@@ -62,6 +62,8 @@ class DemoPlan:
     models: DemoModels = DemoModels()
     round_verifier_start: str = "warm"
     base_samples: Path | None = None
+    retrain: str = "in_process"
+    """in_process: the learner retrains each round's verifier; queue: a separate worker process does."""
 
 
 _CHAT = {"auto": learner_pb2.CHAT_TEMPLATE_AUTO, "none": learner_pb2.CHAT_TEMPLATE_NONE}
@@ -86,6 +88,9 @@ class DemoGame:
     """Retraining steps per round (None: 300, 40 with --quick)."""
     round_problems: int | None = None
     """Verifier-half problems the prover solves per round, 2 helpful + 2 sneaky each (None: 128, 24 with --quick)."""
+    retrain: str = "in_process"
+    """in_process: the learner retrains each round's verifier itself; queue: through the Redis Streams queue and a
+    separate ``legibility worker train-verifier`` process, as in a cluster."""
     base_samples: int = 500
     """Toy problems whose weak and strong solutions (2 each) join every round's verifier data as its base, like the
     bundled verifier's own training data (a tenth with --quick); 0: none. Toy task only (own data: the learner
@@ -153,11 +158,12 @@ def demo_plan(
         round_sample_problems=game.round_problems or (24 if quick else 128),
         models=models,
         round_verifier_start=game.round_verifier_start,
+        retrain=game.retrain,
     )
 
 
 @asynccontextmanager
-async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator[dict[str, ServiceProcess]]:
+async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator[dict[str, LocalProcess]]:
     logs, store, models = root / "logs", root / "artifacts", plan.models
     common = ["--metrics-port", "0", "--drain-delay-s", "0", "--log-format", "json"]
     task = ["--task", models.task, "--chat-template", models.chat_template]
@@ -185,12 +191,21 @@ async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator
          "--verifier-train-steps", str(plan.verifier_train_steps),
          "--round-sample-problems", str(plan.round_sample_problems),
          "--policy-model-path", str(models.policy.resolve()), "--verifier-init-path", str(models.weak.resolve()),
-         "--round-verifier-start", plan.round_verifier_start,
+         "--round-verifier-start", plan.round_verifier_start, "--retrain", plan.retrain,
          *(["--verifier-base-samples", str(plan.base_samples)] if plan.base_samples else [])],
         logs,
         free_port(),
     )  # fmt: skip
-    processes = {"weak-model": weak, "verifier": verifier, "learner": learner}
+    processes: dict[str, LocalProcess] = {"weak-model": weak, "verifier": verifier, "learner": learner}
+    if plan.retrain == "queue":
+        processes["worker"] = WorkerProcess(
+            "worker",
+            "services.jobs.verifier_training.worker_main",
+            ["--redis-url", redis_url, "--artifact-root", str(store), "--work-dir", str(root / "worker"),
+             "--claim-idle-s", "30", "--log-format", "json"],
+            logs,
+            free_port(),
+        )  # fmt: skip
     try:
         yield processes
     finally:
@@ -198,14 +213,21 @@ async def _services(root: Path, redis_url: str, plan: DemoPlan) -> AsyncIterator
             process.stop()
 
 
-async def _wait_all(processes: dict[str, ServiceProcess]) -> None:
+async def _wait_all(processes: dict[str, LocalProcess]) -> None:
     names = {
         "weak-model": "legibility.v1.WeakModelService",
         "verifier": "legibility.v1.VerifierService",
         "learner": LEARNER_SERVICE,
     }
-    with console.status("starting the weak-model, verifier and learner services"):
-        took = await asyncio.gather(*(p.wait_serving(names[n], 180) for n, p in processes.items()))
+
+    async def ready(name: str, process: LocalProcess) -> float:
+        if isinstance(process, ServiceProcess):
+            return await process.wait_serving(names[name], 180)
+        assert isinstance(process, WorkerProcess)
+        return await process.wait_ready(180)
+
+    with console.status("starting the services" + (" and the retraining worker" if "worker" in processes else "")):
+        took = await asyncio.gather(*(ready(n, p) for n, p in processes.items()))
     console.print("services up: " + ", ".join(f"{n} {s:.1f} s" for n, s in zip(processes, took, strict=True)))
 
 
@@ -237,7 +259,8 @@ async def run_demo(
     game: DemoGame | None = None,
     tandem_steps: int | None = None,
 ) -> Path:
-    """Run the demo; returns the run's directory (holding report.md). Raises RuntimeError if the run fails."""
+    """Run the demo; returns the folder of the run's report (fetched from the artifact store). Raises RuntimeError if
+    the run fails."""
     started = time.perf_counter()
     root = (out / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
     root.mkdir(parents=True)
@@ -260,7 +283,10 @@ async def run_demo(
         base = await asyncio.to_thread(write_base_samples, root, plan.models, base_problems)
         plan = dataclasses.replace(plan, base_samples=base)
         async with _services(root, redis_url, plan) as processes:
-            where = {"redis_url": redis_url, "services": {n: p.target for n, p in processes.items()}}
+            services = {n: p.target for n, p in processes.items() if isinstance(p, ServiceProcess)}
+            where: dict[str, object] = {"redis_url": redis_url, "services": services}
+            if "worker" in processes:
+                where["worker_log"] = str(processes["worker"].log_path)
             (root / "demo.json").write_text(json.dumps(where, indent=2) + "\n")
             await _wait_all(processes)
             channel = open_channel(processes["learner"].target)
@@ -276,9 +302,9 @@ async def run_demo(
             redis.stop()
     if final.state != learner_pb2.RUN_STATE_SUCCEEDED:
         raise RuntimeError(f"run {final.run_id} ended {learner_pb2.RunState.Name(final.state)}: {final.error}")
-    run_dir = root / "runs" / final.run_id
-    options = dataclasses.asdict(resolve(plan.config, plan.models.policy))
-    report = write_report(run_dir, f"Demo run {final.run_id}", options, time.perf_counter() - started)
+    # The report the learner stored as an artifact, fetched as `legibility runs report` does (not from its disk).
+    report = copy_report(final, ArtifactStore(root / "artifacts"), root / "report")
     for line in report.summary_lines():
         console.print(line)
-    return run_dir
+    console.print(f"demo wall time {format_duration(time.perf_counter() - started)}")
+    return report.directory

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
 from services.common.settings import ServerSettings, StoreSettings
+from services.jobs.verifier_training.queue import DEFAULT_STREAM
 
 
 class LearnerSettings(ServerSettings, StoreSettings):
@@ -46,6 +47,15 @@ class LearnerSettings(ServerSettings, StoreSettings):
     """Round 0's warm start, a classification checkpoint; unset: the registry's current verifier version."""
     runs_dir: Path = Path("runs")
     """Where runs write checkpoints, samples, metrics.jsonl and the report; a run resumes from here."""
+    retrain: Literal["in_process", "queue"] = "in_process"
+    """How a game round's verifier is retrained: ``in_process`` in a thread of the learner (the embedded
+    default), ``queue`` by a request on ``retrain_stream`` that a ``legibility worker train-verifier`` serves
+    (the cluster's way: workers scale apart from the learner and survive its restarts)."""
+    retrain_stream: str = DEFAULT_STREAM
+    """Redis Stream of retraining requests in queue mode (the workers' ``retrain_stream``)."""
+    retrain_timeout_s: float = Field(3600.0, gt=0)
+    """Queue mode: how long a round waits for a worker's result before the run fails (a dead-lettered request
+    fails it at once, with the worker's error)."""
     verifier_model_name: str = "verifier"
     """Registry name of the verifier the game retrains and waits for."""
     version_wait_s: float = Field(120.0, gt=0)

@@ -98,6 +98,9 @@ def readout_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, readout: t
     # to other position rows, which regroups the float sums of the position embedding's gradient.
     right_padded = bool(mask[:, 0].all())
     positions = None if right_padded else (mask.cumsum(-1) - 1).clamp(min=0)
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    positions = None if positions is None else positions.to(device)
     hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
     logits = head(hidden.last_hidden_state)
     return logits[torch.arange(ids.shape[0], device=logits.device), readout.to(logits.device), 0]

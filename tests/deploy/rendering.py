@@ -150,6 +150,7 @@ def image_entrypoint() -> list[str]:
 def settings_class_for(args: list[str]) -> type:
     """The settings class the container's ``legibility`` verb parses."""
     from services.jobs.verifier_training.settings import TrainVerifierSettings
+    from services.jobs.verifier_training.worker_settings import WorkerSettings
     from services.learner.settings import LearnerSettings
     from services.verifier.settings import VerifierSettings
     from services.weak_model.settings import WeakModelSettings
@@ -159,6 +160,7 @@ def settings_class_for(args: list[str]) -> type:
         ("serve", "weak-model"): WeakModelSettings,
         ("serve", "learner"): LearnerSettings,
         ("train-verifier",): TrainVerifierSettings,
+        ("worker", "train-verifier"): WorkerSettings,
     }
     for verb, cls in by_verb.items():
         if tuple(args[: len(verb)]) == verb:

@@ -3,11 +3,14 @@
 In-cluster addresses become loopback ones: Service names become 127.0.0.1 with free ports, the pod's own ports
 become free ports, volume mount paths become folders under tmp_path, and Redis is a real redis-server started
 with the password the Secret would hold. A server passes when the gRPC readiness probe it declares (port and
-service name) answers SERVING; the retraining Job passes when it exits 0 and has published a verifier version.
+service name) answers SERVING; the retraining Job passes when it exits 0 and has published a verifier version; the
+retraining worker passes when the HTTP probe it declares (/metrics) answers 200 and it serves a request queued on the
+learner's stream by publishing the version asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +28,20 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
+import redis.asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.artifacts import ArtifactStore
+from services.common.bundled_models import BUNDLED_WEAK
 from services.common.redis_launcher import EmbeddedRedis, free_port
+from services.jobs.verifier_training.queue import RetrainQueue
+from services.jobs.verifier_training.requests import (
+    PinnedSource,
+    RetrainRequest,
+    RetrainResult,
+    TrainingOptions,
+    pin_samples,
+)
 from tests.deploy.rendering import (
     Doc,
     Workload,
@@ -40,6 +56,7 @@ OVERLAY = "cpu"
 READY_TIMEOUT_S = 90.0
 JOB_TIMEOUT_S = 100.0
 JOB_ARGS = ["--steps", "3", "--problems-per-batch", "4"]
+WORKER_STEPS = 3
 
 
 @dataclass
@@ -107,7 +124,7 @@ class Loopback:
         addresses = self.service_addresses()
         local = {}
         for name, value in env.items():
-            if name == "LEGIBILITY_HOST":
+            if name in ("LEGIBILITY_HOST", "LEGIBILITY_METRICS_HOST"):
                 assert value == "0.0.0.0", "the services must bind all interfaces in a pod"
                 value = "127.0.0.1"
             elif value.isdigit() and int(value) in own_ports:
@@ -178,6 +195,25 @@ def _health(port: int, service: str) -> int | None:
     return reply.status
 
 
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def _http_probe_url(workload: Workload, cluster: Loopback, probe: str) -> str:
+    """The loopback URL of an httpGet probe (its port by name or number)."""
+    get = workload.container[probe]["httpGet"]
+    port = get["port"]
+    if isinstance(port, str):
+        port = next(p["containerPort"] for p in workload.container["ports"] if p["name"] == port)
+    return f"http://127.0.0.1:{cluster.pod_port(workload.component, port)}{get.get('path', '/')}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("component", ["verifier", "weak-model", "learner"])
 def test_server_container_passes_its_readiness_probe(component: str, cluster, tmp_path: Path) -> None:
@@ -226,3 +262,73 @@ def test_retraining_job_trains_and_publishes(cluster, tiny_samples: Path, tmp_pa
     assert record["version"] == 1
     stored = Path(loopback.path(workload, "/artifacts"))
     assert (stored / record["uri"].removeprefix("artifact://")).is_dir()
+
+
+@pytest.mark.slow
+def test_retraining_worker_passes_its_probes_and_serves_a_queued_request(
+    cluster, tiny_samples: Path, tmp_path: Path
+) -> None:
+    loopback, password = cluster
+    workload = _workload("train-verifier-worker")
+    argv, env, workdir = _process_spec(workload, loopback, password)
+    # The learner queues on its own LEGIBILITY_RETRAIN_STREAM: the worker must read that one.
+    learner_env = resolved_env(loopback.docs, _workload("learner").container, {"legibility-redis": {"password": ""}})
+    assert learner_env["LEGIBILITY_RETRAIN"] == "queue"
+    stream = learner_env["LEGIBILITY_RETRAIN_STREAM"]
+    readiness = _http_probe_url(workload, loopback, "readinessProbe")
+    log_path = tmp_path / "train-verifier-worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            status = None
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while time.monotonic() < deadline and proc.poll() is None:
+                status = _http_status(readiness)
+                if status == 200:
+                    break
+                time.sleep(0.5)
+            assert status == 200, log_path.read_text()[-4000:]
+            assert _http_status(_http_probe_url(workload, loopback, "livenessProbe")) == 200
+            result = asyncio.run(_retrain_through_the_queue(loopback, password, stream, tiny_samples))
+            assert result.version == 1, (result, log_path.read_text()[-4000:])
+            assert result.trained_by
+            with urllib.request.urlopen(readiness, timeout=2) as reply:
+                metrics = reply.read().decode()
+            assert 'legibility_retrain_requests_total{outcome="published"} 1.0' in metrics
+            # What the kubelet does on pod deletion: SIGTERM; an idle worker exits cleanly at once.
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log_path.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    client = redis.Redis(port=loopback.redis_port, password=password)
+    try:
+        record = json.loads(client.get("legibility:model:verifier:current"))
+    finally:
+        client.close()
+    assert record["version"] == 1
+    stored = Path(loopback.path(workload, "/artifacts"))
+    assert (stored / record["uri"].removeprefix("artifact://")).is_dir()
+
+
+async def _retrain_through_the_queue(loopback: Loopback, password: str, stream: str, samples: Path) -> RetrainResult:
+    """What the learner does in queue mode: submit round 0's request for verifier v1 and wait for its result."""
+    store = ArtifactStore(Path(loopback.path(_workload("learner"), "/artifacts")))
+    request = RetrainRequest(
+        request_id=RetrainRequest.id_for("deploy-test", 0),
+        run_id="deploy-test",
+        round=0,
+        model_name="verifier",
+        target_version=1,
+        samples=[pin_samples(store, str(samples))],
+        init_model=PinnedSource(uri=str(BUNDLED_WEAK)),
+        training=TrainingOptions(steps=WORKER_STEPS),
+    )
+    client = redis.asyncio.Redis(port=loopback.redis_port, password=password)
+    try:
+        queue = RetrainQueue(client, stream)
+        assert await queue.submit(request)
+        return await queue.wait(request.request_id, timeout_s=JOB_TIMEOUT_S)
+    finally:
+        await client.aclose()

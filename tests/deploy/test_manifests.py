@@ -80,7 +80,8 @@ def test_rendered_manifests_validate_strictly(overlay: str) -> None:
         "Service",
         "StatefulSet",
     ]
-    assert len(docs) == 26  # with the verifier-grpc and weak-model-grpc headless Services
+    # With the verifier-grpc and weak-model-grpc headless Services; the retraining worker has no Service.
+    assert len(docs) == 29
     assert {doc["metadata"].get("namespace", "legibility") for doc in docs} == {"legibility"}
 
 
@@ -171,7 +172,7 @@ def test_hpa_scales_verifier_on_cpu_and_the_exported_queue_depth() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_pod_is_locked_down_and_bounded(overlay: str) -> None:
     all_workloads = workloads(render(overlay))
-    assert len(all_workloads) == 5
+    assert len(all_workloads) == 6
     for workload in all_workloads:
         pod, container = workload.pod, workload.container
         where = f"{overlay}/{workload.name}"
@@ -200,6 +201,48 @@ def test_gpu_overlay_puts_the_weak_model_on_vllm_and_one_gpu(monkeypatch) -> Non
     assert engines == {"cpu": "hf", "gpu": "vllm"}
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_learner_queues_retraining_for_the_worker_deployment(overlay: str, monkeypatch) -> None:
+    docs = render(overlay)
+    (learner,) = [w for w in legibility_workloads(overlay) if w.component == "learner"]
+    (worker,) = [w for w in legibility_workloads(overlay) if w.component == "train-verifier-worker"]
+    learner_settings = _settings_of(docs, learner, monkeypatch)
+    settings = _settings_of(docs, worker, monkeypatch)
+    assert learner_settings.retrain == "queue"
+    assert settings.retrain_stream == learner_settings.retrain_stream
+    assert worker.kind == "Deployment"
+    assert worker.name == "train-verifier-worker"
+    assert worker.owner["spec"]["replicas"] == 1
+    assert worker.container["args"] == ["worker", "train-verifier"]
+    # The consumer name stays the worker's default (host-pid): every replica and restart is a consumer of its own.
+    assert "LEGIBILITY_CONSUMER" not in resolved_env(docs, worker.container, PLACEHOLDER_SECRETS)
+    # It finishes the request in training on SIGTERM: the grace period allows for one.
+    assert worker.pod["terminationGracePeriodSeconds"] >= 600
+    # Its one endpoint, /metrics, is what the probes and Prometheus read.
+    assert settings.metrics_host == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in worker.container["ports"]}
+    assert ports == {"metrics": settings.metrics_port} and settings.metrics_port == 9094
+    assert int(worker.annotations["prometheus.io/port"]) == settings.metrics_port
+    assert worker.annotations["prometheus.io/scrape"] == "true"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert worker.container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    # The checkpoint is written to scratch (an emptyDir) before it is stored on the shared volume.
+    work_dir = Path(worker.container["workingDir"]) / settings.work_dir
+    mounts = {m["mountPath"]: m["name"] for m in worker.container["volumeMounts"]}
+    (scratch,) = [path for path in mounts if work_dir.is_relative_to(path)]
+    assert "emptyDir" in worker.volume(mounts[scratch])
+    _assert_store_wiring(docs, worker, settings)
+    assert settings.artifact_root == learner_settings.artifact_root
+    gpus = {bound: worker.container["resources"][bound].get("nvidia.com/gpu") for bound in ("requests", "limits")}
+    if overlay == "gpu":
+        assert settings.device == "cuda"
+        assert gpus == {"requests": 1, "limits": 1}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker.pod["tolerations"]
+    else:
+        assert settings.device == "cpu"
+        assert gpus == {"requests": None, "limits": None}
+
+
 def test_network_policies_deny_by_default_and_limit_redis_to_the_services() -> None:
     docs = render("cpu")
     deny = find(docs, "NetworkPolicy", "default-deny-ingress")
@@ -212,6 +255,10 @@ def test_network_policies_deny_by_default_and_limit_redis_to_the_services() -> N
         peers = find(docs, "NetworkPolicy", name)["spec"]["ingress"][0]["from"]
         clients = [p for p in peers if p.get("podSelector", {}).get("matchLabels") == {"legibility.io/client": "true"}]
         assert len(clients) == 1, name
+    # The retraining worker serves only /metrics: Prometheus' namespace alone may reach it, on that port alone.
+    (scrape,) = find(docs, "NetworkPolicy", "train-verifier-worker")["spec"]["ingress"]
+    assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert scrape["ports"] == [{"port": 9094, "protocol": "TCP"}]
 
 
 def test_redis_requires_the_secret_password_and_persists() -> None:

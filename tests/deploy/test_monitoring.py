@@ -21,6 +21,7 @@ METRIC_MODULES = [
     "services.decoding.vllm_supervisor",
     "services.verifier.service",
     "services.weak_model.service",
+    "services.jobs.verifier_training.worker",
 ]
 
 
@@ -54,6 +55,7 @@ def test_the_alerts_cover_queue_depth_refused_versions_lag_behind_the_registry_a
         "LegibilityRefusedVersions",
         "LegibilityReplicaBehindRegistry",
         "LegibilityErrorRate",
+        "LegibilityRetrainDeadLetters",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}  # type: ignore[index]
@@ -75,3 +77,4 @@ def test_a_misspelt_metric_would_be_caught() -> None:
     assert "legibility_batch_queue_depths" not in exported_series()
     assert "legibility_batch_queue_depth" in exported_series()
     assert "legibility_grpc_requests_total" in exported_series()
+    assert "legibility_retrain_requests_total" in exported_series()

@@ -15,16 +15,27 @@ import pytest
 LEGIBILITY = shutil.which("legibility") or str(Path(os.sys.executable).parent / "legibility")
 
 
+def _demo(out: Path, *flags: str) -> Path:
+    result = subprocess.run(
+        [LEGIBILITY, "demo", "--quick", "--out", str(out), *flags], capture_output=True, text=True, timeout=560
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (root,) = out.glob("demo-*")
+    return root
+
+
+def _report(root: Path) -> dict:
+    return json.loads((root / "report" / "report.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [LEGIBILITY, "demo", "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=560
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (root,) = tmp_path.glob("demo-*")
+    root = _demo(tmp_path)
     (run_dir,) = (root / "runs").glob("run-*")
-    report = json.loads((run_dir / "report.json").read_text())
+    # The report the learner stored as an artifact, fetched by the demo from the store.
+    report = _report(root)
+    assert (root / "artifacts" / f"{run_dir.name}-report" / "v000001" / "report.json").is_file()
     # 4 tandem steps, then 2 rounds of 1 or 2 game steps each (a round ends early once sneaky-incorrect solutions
     # score as high as helpful-correct ones); each round record holds the step it started at.
     first, second = (r["step"] for r in report["rounds"])
@@ -39,10 +50,10 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
     assert (root / "verifier_base_samples.jsonl").stat().st_size > 0
     for metric in ("eval/solo_accuracy", "eval/handoff_accuracy", "eval/jargon_rate", "eval/sneaky_fool_rate"):
         assert 0 <= report["before_after"][metric]["after"] <= 1
-    markdown = (run_dir / "report.md").read_text()
+    markdown = (root / "report" / "report.md").read_text()
     assert "| jargon rate (greedy) |" in markdown and "## Verifier rounds" in markdown
     for plot in ("accuracy", "jargon_rate", "legibility", "game", "verifier_version", "rounds"):
-        assert (run_dir / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (root / "report" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({plot}.png)" in markdown
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert events[-1]["kind"] == "state" and "succeeded" in events[-1]["message"]
@@ -56,6 +67,23 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
             socket.create_connection((host, int(port)), timeout=1).close()
     redis_port = where["redis_url"].rsplit(":", 1)[1].split("/")[0]
     assert subprocess.run(["pgrep", "-f", f"redis-server.*:{redis_port}"], capture_output=True).returncode == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_demo_with_a_retraining_worker_process(tmp_path: Path) -> None:
+    root = _demo(tmp_path, "--retrain", "queue")
+    report = _report(root)
+    (run_dir,) = (root / "runs").glob("run-*")
+    assert [r["metrics"]["verifier_version"] for r in report["rounds"]] == [2.0, 3.0]
+    assert all(0 < r["metrics"]["verifier_auc"] <= 1 for r in report["rounds"])
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    published = [e["message"] for e in events if e["kind"] == "round" and "published" in e["message"]]
+    assert len(published) == 2 and all("(trained by " in m for m in published)
+    assert "in_process" not in " ".join(published)
+    log = (root / "logs" / "worker.log").read_text()
+    assert log.count(": published (v") == 2, log[-2000:]
+    assert _processes_mentioning(str(root)) == []  # the worker stopped with the demo
 
 
 def _processes_mentioning(text: str) -> list[int]:

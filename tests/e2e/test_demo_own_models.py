@@ -32,7 +32,7 @@ def test_quick_demo_on_a_gsm8k_file_with_own_checkpoints(tmp_path: Path, own_che
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (root,) = tmp_path.glob("demo-*")
     (run_dir,) = (root / "runs").glob("run-*")
-    report = json.loads((run_dir / "report.json").read_text())
+    report = json.loads((root / "report" / "report.json").read_text())
     assert report["counts"]["train_steps"] >= 5  # 4 tandem steps, then the game rounds' steps
     assert len(report["rounds"]) == 2
     for metric in ("eval/solo_accuracy", "eval/handoff_accuracy", "eval/jargon_rate"):
@@ -41,4 +41,4 @@ def test_quick_demo_on_a_gsm8k_file_with_own_checkpoints(tmp_path: Path, own_che
     assert events[-1]["kind"] == "state" and "succeeded" in events[-1]["message"]
     task_lines = [e["message"] for e in events if e["kind"] == "log" and e["message"].startswith("task ")]
     assert task_lines and task_lines[0].startswith("task gsm8k: ") and "chat template" in task_lines[0]
-    assert (run_dir / "report.md").is_file()
+    assert (root / "report" / "report.md").is_file()

@@ -14,7 +14,13 @@ from services.common.registry import VersionRegistry
 from services.common.settings import StoreSettings
 from services.jobs.verifier_training.job import train_verifier_job
 from services.jobs.verifier_training.mixture import NoTrainablePairs
-from services.jobs.verifier_training.requests import RetrainFailed, RetrainRequest, RetrainResult, job_settings
+from services.jobs.verifier_training.requests import (
+    Device,
+    RetrainFailed,
+    RetrainRequest,
+    RetrainResult,
+    job_settings,
+)
 
 TRAINING_FILE = "training.json"
 
@@ -27,12 +33,13 @@ def train_for_request(
     trained_by: str,
     on_step: Callable[[int, float], None] | None = None,
     console: Console | None = None,
+    device: Device = "auto",
 ) -> RetrainResult:
     """Train and publish ``request.target_version`` (blocking: call it in a thread from async code).
 
     Samples with no correct/incorrect pair are an outcome, not an error: the round keeps its verifier."""
     started = time.perf_counter()
-    settings = job_settings(request, store, out_dir, torch_threads)
+    settings = job_settings(request, store, out_dir, torch_threads, device)
     try:
         trained = train_verifier_job(settings, console, on_step)
     except NoTrainablePairs as error:

@@ -60,7 +60,7 @@ def _init_model(settings: TrainVerifierSettings) -> tuple[PreTrainedModel, PreTr
     model = load_pretrained(AutoModelForSequenceClassification, settings.init_model_path, num_labels=1)
     # Scores are read at the EOS explicitly; the pad id is saved so HF's own forward can batch the checkpoint too.
     model.config.pad_token_id = encoder.pad_id
-    return model, tokenizer, encoder
+    return model.to(settings.torch_device()), tokenizer, encoder
 
 
 def _fits(encoder: VerifierInput, window: int, sample: LabelledSample) -> bool:
@@ -74,10 +74,10 @@ def _loss_of_batch(
         groups = mixture.draw_batch(rng, settings.problems_per_batch, settings.solutions_per_problem)
         batch = [s for g in groups for s in g]
         scores = encoder.logits(model, [(s.problem, s.solution) for s in batch])
-        correct = torch.tensor([float(s.correct) for s in batch])
+        correct = torch.tensor([float(s.correct) for s in batch], device=scores.device)
         if settings.loss == "cross-entropy":
             return cross_entropy_loss(scores, correct)
-        group = torch.tensor([i for i, g in enumerate(groups) for _ in g])
+        group = torch.tensor([i for i, g in enumerate(groups) for _ in g], device=scores.device)
         return bradley_terry_loss(scores, correct, group, settings.centering_lambda)
 
     return loss_of_batch

@@ -7,6 +7,7 @@ learner, ``queue`` puts it on a Redis Stream for ``legibility worker train-verif
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,8 @@ from services.common.artifacts import SCHEME, ArtifactStore
 from services.common.errors import ArtifactError
 from services.common.settings import StoreSettings
 from services.jobs.verifier_training.settings import TrainVerifierSettings
+
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class PinnedSource(BaseModel):
@@ -92,6 +95,16 @@ def pin_checkpoint(store: ArtifactStore, source: str | Path) -> PinnedSource:
     return PinnedSource(uri=source)
 
 
+def pin_samples(store: ArtifactStore, source: str) -> PinnedSource:
+    """A sample set pinned by content: a stored round (its manifest sha256) or a .jsonl file (its sha256)."""
+    if source.startswith(SCHEME):
+        return PinnedSource(uri=source, sha256=store.manifest_sha256(source))
+    path = Path(source)
+    if not path.is_file():
+        raise ArtifactError(f"samples: {source} is neither an {SCHEME} uri nor a readable file")
+    return PinnedSource(uri=source, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
 def resolve_checkpoint(store: ArtifactStore, source: PinnedSource) -> Path:
     """The local directory of a pinned checkpoint, verified file by file when it is an artifact."""
     if source.uri.startswith(SCHEME):
@@ -103,7 +116,7 @@ def resolve_checkpoint(store: ArtifactStore, source: PinnedSource) -> Path:
 
 
 def job_settings(
-    request: RetrainRequest, store: StoreSettings, out_dir: Path, torch_threads: int
+    request: RetrainRequest, store: StoreSettings, out_dir: Path, torch_threads: int, device: Device = "auto"
 ) -> TrainVerifierSettings:
     """The training job a request asks for, with this trainer's store, output directory and threads."""
     training = request.training
@@ -128,4 +141,5 @@ def job_settings(
         redis_password=store.redis_password,
         artifact_root=store.artifact_root,
         torch_threads=torch_threads,
+        device=device,
     )

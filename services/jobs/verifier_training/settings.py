@@ -45,6 +45,8 @@ class TrainVerifierSettings(StoreSettings, LoggingSettings, TaskSettings):
     seed: int = 0
     """Seeds the score head, the batch draws and torch: same inputs and seed, same weights."""
     torch_threads: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where training runs: ``auto`` is the GPU when torch sees one (a worker in the gpu overlay), else the CPU."""
     out_dir: Path | None = None
     """Where the checkpoint is written; default runs/train-verifier/<model_name>-<UTC time>."""
     publish: bool = True
@@ -56,6 +58,13 @@ class TrainVerifierSettings(StoreSettings, LoggingSettings, TaskSettings):
     request_id: str = ""
     """The retraining request this job serves (``<run_id>:round<N>``), written into training.json so a worker that
     finds its target version published can tell its own earlier publish from another writer's."""
+
+    def torch_device(self) -> str:
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
     @field_validator("solutions_per_problem")
     @classmethod

@@ -150,6 +150,8 @@ class Worker:
                 self.settings.torch_threads,
                 self.settings.consumer,
                 progress,
+                None,
+                self.settings.device,
             )
         except Exception as error:
             message = f"{type(error).__name__}: {error}"

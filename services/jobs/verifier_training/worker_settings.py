@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +33,8 @@ class WorkerSettings(StoreSettings, LoggingSettings):
     """Where a request's checkpoint is written before it is stored (removed once published)."""
     torch_threads: int = Field(2, ge=1)
     """torch intra-op threads for training."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where training runs: ``auto`` is the GPU when torch sees one (the gpu overlay gives the worker one)."""
     block_s: float = Field(1.0, gt=0, le=4)
     """How long one XREADGROUP waits for a new request (below the client's 5 s socket timeout)."""
     metrics_host: str = "127.0.0.1"

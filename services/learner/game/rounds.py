@@ -1,15 +1,12 @@
-"""The prover–verifier game's parts of a run: role-conditioned rewards, round samples, verifier retraining."""
+"""The prover–verifier game's parts of a run: role-conditioned rewards, DCA credit, round samples."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from statistics import fmean
 
 from services.common.artifacts import ArtifactStore
 from services.common.samples import LabelledSample, put_samples, samples_uri
-from services.jobs.verifier_training.job import TrainedVerifier, train_verifier_job
-from services.jobs.verifier_training.settings import TrainVerifierSettings
 from services.learner.clients.segments import SegmentWriter
 from services.learner.clients.verifier import VerifierClient
 from services.learner.evaluation.evaluate import write_solutions
@@ -112,8 +109,3 @@ def store_round_samples(store: ArtifactStore, dataset: str, round_: int, samples
     if not store.resolve(uri).exists():
         put_samples(store, dataset, round_, samples)
     return uri
-
-
-async def retrain_verifier(settings: TrainVerifierSettings) -> TrainedVerifier:
-    """The retraining job in a worker thread (it publishes through its own event loop)."""
-    return await asyncio.to_thread(train_verifier_job, settings)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from google.protobuf import json_format
 
 from services.common.errors import InvalidArgument
 from services.common.genproto.legibility.v1 import learner_pb2
@@ -139,6 +141,24 @@ _VERIFIER_LOSSES: dict[int, str] = {
     learner_pb2.VERIFIER_LOSS_BRADLEY_TERRY: "bradley-terry",
     learner_pb2.VERIFIER_LOSS_CROSS_ENTROPY: "cross-entropy",
 }
+
+
+def config_document(config: learner_pb2.RunConfig) -> dict[str, Any]:
+    """A RunConfig as the JSON document run.json keeps (proto field names; unset fields left out)."""
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def config_message(document: dict[str, Any]) -> learner_pb2.RunConfig:
+    return json_format.ParseDict(document, learner_pb2.RunConfig())
+
+
+def resolve_document(document: dict[str, Any], default_policy: Path) -> RunOptions:
+    """:func:`resolve` of a config kept as its JSON document."""
+    try:
+        config = config_message(document)
+    except json_format.ParseError as error:
+        raise InvalidArgument("config", str(error)) from error
+    return resolve(config, default_policy)
 
 
 def resolve(config: learner_pb2.RunConfig, default_policy: Path) -> RunOptions:

@@ -1,9 +1,8 @@
 """The runs a learner knows: start, stop, watch, and recover them from ``runs_dir`` after a restart.
 
-Each run directory holds ``run.json`` (the RunConfig, lifecycle state and timestamps, written by this module) and
-``metrics.jsonl`` (one event per line, written by :class:`Run` and, for state changes, by this module). The event
-stream of a run is that file: an event's sequence number is its line number, so history replays after a restart.
-Everything runs on one event loop thread, so appends from coroutines never interleave within a line.
+Each run directory holds ``run.json`` and ``metrics.jsonl`` (see :mod:`services.learner.runs.records`). When a run
+ends (succeeded, failed or stopped) the learner writes its report and stores it as an artifact, so any client
+fetches it with ``legibility runs report`` instead of reading the learner's disk.
 """
 
 from __future__ import annotations
@@ -18,15 +17,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
+from typing import Any
+
 from grpc import aio
 
 from services.common.errors import InvalidArgument, NotFound, Overloaded
-from services.common.genproto.legibility.v1 import learner_pb2
-from services.learner.runs.events import EVENTS_FILE, RunEvent, append_event, drop_torn_tail, read_events
+from services.common.artifacts import ArtifactStore
+from services.learner.runs.config import resolve_document
+from services.learner.runs.events import RunEvent
+from services.learner.runs.products import store_report
+from services.learner.runs.records import RUN_FILE, RunRecord, RunStatus
 from services.learner.runs.run import Run
-from services.learner.runs.config import resolve
 from services.learner.settings import LearnerSettings
 from services.learner.clients.verifier import VerifierClient
 from services.learner.clients.vocabulary import check_same_vocabulary, policy_vocabulary, weak_model_info
@@ -34,172 +35,12 @@ from services.learner.clients.weak_model import WeakModelClient
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-_KINDS = {
-    "state": learner_pb2.RUN_EVENT_KIND_STATE,
-    "train": learner_pb2.RUN_EVENT_KIND_TRAIN_STEP,
-    "eval": learner_pb2.RUN_EVENT_KIND_EVALUATION,
-    "round": learner_pb2.RUN_EVENT_KIND_ROUND,
-    "log": learner_pb2.RUN_EVENT_KIND_LOG,
-}
-_STATES = {
-    name: learner_pb2.RunState.Value(f"RUN_STATE_{name.upper()}")
-    for name in ("pending", "running", "succeeded", "failed", "stopped")
-}
-_STATE_NAMES = {value: name for name, value in _STATES.items()}
-TERMINAL = {learner_pb2.RUN_STATE_SUCCEEDED, learner_pb2.RUN_STATE_FAILED, learner_pb2.RUN_STATE_STOPPED}
+REPORT_ARTIFACT = "{run_id}-report"
 
 
 def new_run_id() -> str:
     """``run-20261123t155200-ab12cd``: sortable by creation, valid as an artifact name (``<run_id>-samples``)."""
     return f"run-{datetime.now(UTC):%Y%m%dt%H%M%S}-{secrets.token_hex(3)}"
-
-
-def _timestamp(seconds: float | None) -> Timestamp | None:
-    """A Timestamp from epoch seconds; None (the field stays unset) for a moment that has not come."""
-    if seconds is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
-class RunRecord:
-    """One run: its durable status (``run.json``), its event history (``metrics.jsonl``) and, while live, its task."""
-
-    def __init__(self, run_id: str, run_dir: Path, config: learner_pb2.RunConfig, created_at: float) -> None:
-        self.run_id = run_id
-        self.dir = run_dir
-        self.config = config
-        self.state: learner_pb2.RunState.ValueType = learner_pb2.RUN_STATE_PENDING
-        self.created_at = created_at
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.error = ""
-        self.step = 0
-        self.round = 0
-        self.metrics: dict[str, float] = {}
-        self.events: list[learner_pb2.RunEvent] = []
-        self.run: Run | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.stopped_by_user = False
-        self.detached = False
-        """The learner shut down while the run was unfinished: watchers end, the next learner resumes it."""
-        self._changed = asyncio.Event()
-
-    # ---- persistence -------------------------------------------------------------------------------------------
-
-    def save(self) -> None:
-        """Write run.json atomically (a kill leaves the old or the new file, never half of one)."""
-        document = {
-            "run_id": self.run_id,
-            "state": _STATE_NAMES[self.state],
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "config": json_format.MessageToDict(self.config, preserving_proto_field_name=True),
-        }
-        self.dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.dir / f"{RUN_FILE}.new"
-        temporary.write_text(json.dumps(document, indent=2))
-        os.replace(temporary, self.dir / RUN_FILE)
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunRecord:
-        """A record from run.json, its history replayed from metrics.jsonl (a torn last line is dropped)."""
-        document = json.loads((run_dir / RUN_FILE).read_text())
-        config = json_format.ParseDict(document["config"], learner_pb2.RunConfig())
-        record = cls(document["run_id"], run_dir, config, document["created_at"])
-        record.state = _STATES[document["state"]]
-        record.started_at = document.get("started_at")
-        record.finished_at = document.get("finished_at")
-        record.error = document.get("error", "")
-        drop_torn_tail(run_dir / EVENTS_FILE)
-        for event in read_events(run_dir / EVENTS_FILE):
-            record._add(event)
-        return record
-
-    # ---- events ------------------------------------------------------------------------------------------------
-
-    def append(self, event: RunEvent) -> None:
-        """Record a state event in metrics.jsonl (the same writer :class:`Run` uses) and publish it."""
-        append_event(self.dir / EVENTS_FILE, event)
-        self._add(event)
-
-    def _add(self, event: RunEvent) -> None:
-        """Publish one event already in metrics.jsonl; its sequence is its line number."""
-        self.step, self.round = event.step, event.round
-        self.metrics.update(event.metrics)
-        proto = learner_pb2.RunEvent(
-            run_id=self.run_id,
-            sequence=len(self.events) + 1,
-            kind=_KINDS.get(event.kind, learner_pb2.RUN_EVENT_KIND_UNSPECIFIED),
-            time=_timestamp(event.time),
-            step=event.step,
-            round=event.round,
-            metrics=event.metrics,
-            message=event.message,
-        )
-        if event.kind == "state":
-            proto.state = _STATES.get(event.message.split(":", 1)[0], learner_pb2.RUN_STATE_UNSPECIFIED)
-        self.events.append(proto)
-        self._notify()
-
-    def on_run_event(self, event: RunEvent) -> None:
-        """:class:`Run`'s callback: it has already appended the event to metrics.jsonl."""
-        self._add(event)
-
-    def set_state(self, state: learner_pb2.RunState.ValueType, error: str = "") -> None:
-        """Change state: run.json first, then a STATE event (message ``running``, ``failed: <error>``, ...)."""
-        now = time.time()
-        self.state, self.error = state, error
-        if state == learner_pb2.RUN_STATE_RUNNING and self.started_at is None:
-            self.started_at = now
-        if state in TERMINAL:
-            self.finished_at = now
-        self.save()
-        message = _STATE_NAMES[state] + (f": {error}" if error else "")
-        self.append(RunEvent("state", self.step, self.round, {}, message, now))
-
-    def detach(self) -> None:
-        self.detached = True
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def watch(self, after_sequence: int) -> AsyncIterator[learner_pb2.RunEvent]:
-        """Events after ``after_sequence``, then live ones until the run ends (or the learner stops it)."""
-        sent = after_sequence
-        while True:
-            changed = self._changed
-            while sent < len(self.events):
-                yield self.events[sent]
-                sent += 1
-            if self.state in TERMINAL or self.detached:
-                return
-            await changed.wait()
-
-    @property
-    def active(self) -> bool:
-        return self.state not in TERMINAL and (self.task is None or not self.task.done())
-
-    def message(self) -> learner_pb2.Run:
-        return learner_pb2.Run(
-            run_id=self.run_id,
-            config=self.config,
-            state=self.state,
-            created_at=_timestamp(self.created_at),
-            started_at=_timestamp(self.started_at),
-            finished_at=_timestamp(self.finished_at),
-            step=self.step,
-            round=self.round,
-            metrics=self.metrics,
-            error=self.error,
-            report_uri=str(self.dir.resolve()),
-        )
 
 
 def describe(error: BaseException) -> str:
@@ -220,17 +61,18 @@ class RunRegistry:
         self._waiting: list[RunRecord] = []
         """Recovered unfinished runs waiting for a free slot, oldest first."""
         self._closing = False
+        self._store = ArtifactStore(settings.artifact_root)
 
     def recover(self) -> None:
         """Load every ``runs_dir/*/run.json``; unfinished runs (PENDING/RUNNING) resume from their checkpoints."""
         for path in sorted(self.settings.runs_dir.glob(f"*/{RUN_FILE}")):
             try:
                 record = RunRecord.load(path.parent)
-            except (OSError, ValueError, KeyError, json_format.ParseError) as error:
+            except (OSError, ValueError, KeyError) as error:
                 log.warning("skipping unreadable run %s: %s", path.parent, error)
                 continue
             self._runs[record.run_id] = record
-        unfinished = sorted((r for r in self._runs.values() if r.state not in TERMINAL), key=lambda r: r.created_at)
+        unfinished = sorted((r for r in self._runs.values() if not r.status.terminal), key=lambda r: r.created_at)
         if unfinished:
             log.info("resuming %d unfinished run(s): %s", len(unfinished), ", ".join(r.run_id for r in unfinished))
         self._waiting.extend(unfinished)
@@ -247,13 +89,13 @@ class RunRegistry:
         record.task = asyncio.create_task(self._execute(record), name=f"run {record.run_id}")
         record.task.add_done_callback(lambda _: self._schedule())
 
-    async def start(self, config: learner_pb2.RunConfig) -> RunRecord:
+    async def start(self, config: dict[str, Any]) -> RunRecord:
         """Validate the config, refuse past max_concurrent_runs, then start the run (returned PENDING).
 
         A policy whose tokenizer differs from the weak model's is refused here when the weak-model service answers,
         and fails the run at its start otherwise.
         """
-        options = resolve(config, self.settings.policy_model_path)
+        options = resolve_document(config, self.settings.policy_model_path)
         weak_info = await weak_model_info(self._weak, timeout_s=5.0)
         if weak_info is not None:
             policy_sha256 = await asyncio.to_thread(policy_vocabulary, options.policy_model)
@@ -268,17 +110,17 @@ class RunRegistry:
         record.save()
         self._runs[run_id] = record
         self._launch(record)
-        log.info("run %s started: %s", run_id, json_format.MessageToDict(config, preserving_proto_field_name=True))
+        log.info("run %s started: %s", run_id, json.dumps(config))
         return record
 
     async def _execute(self, record: RunRecord) -> None:
         if record.stopped_by_user:  # StopRun before the task got to run
-            record.set_state(learner_pb2.RUN_STATE_STOPPED)
+            await self._end(record, RunStatus.STOPPED)
             return
         try:
-            options = resolve(record.config, self.settings.policy_model_path)
+            options = resolve_document(record.config, self.settings.policy_model_path)
             record.run = Run(record.run_id, options, self.settings, self._weak, self._verifier, record.on_run_event)
-            record.set_state(learner_pb2.RUN_STATE_RUNNING)
+            record.set_status(RunStatus.RUNNING)
             await record.run.execute()
         except asyncio.CancelledError:
             log.warning(
@@ -287,14 +129,25 @@ class RunRegistry:
             raise
         except Exception as error:
             log.exception("run %s failed", record.run_id)
-            record.set_state(learner_pb2.RUN_STATE_FAILED, describe(error))
+            await self._end(record, RunStatus.FAILED, describe(error))
             return
         if record.run.state.finished:
-            record.set_state(learner_pb2.RUN_STATE_SUCCEEDED)
+            await self._end(record, RunStatus.SUCCEEDED)
         elif record.stopped_by_user:
-            record.set_state(learner_pb2.RUN_STATE_STOPPED)
+            await self._end(record, RunStatus.STOPPED)
         else:
             log.info("run %s paused at step %d by shutdown; it resumes on restart", record.run_id, record.step)
+
+    async def _end(self, record: RunRecord, status: RunStatus, error: str = "") -> None:
+        """Store the run's report (partial when it failed or stopped), then announce the end: a client that sees
+        the terminal state finds ``report_uri`` set."""
+        try:
+            record.report_uri = await asyncio.to_thread(
+                store_report, self._store, record, status, REPORT_ARTIFACT.format(run_id=record.run_id)
+            )
+        except Exception:  # a report that cannot be written must not hide how the run ended
+            log.exception("run %s: its report could not be stored", record.run_id)
+        record.set_status(status, error)
 
     def get(self, run_id: str) -> RunRecord:
         if not run_id:
@@ -307,12 +160,12 @@ class RunRegistry:
     def stop(self, run_id: str) -> RunRecord:
         """Ask the run to stop after its current step (checkpointed); a waiting run stops at once."""
         record = self.get(run_id)
-        if record.state in TERMINAL:
+        if record.status.terminal:
             return record
         record.stopped_by_user = True
         if record in self._waiting:
             self._waiting.remove(record)
-            record.set_state(learner_pb2.RUN_STATE_STOPPED)
+            record.set_status(RunStatus.STOPPED)
         elif record.run is not None:
             record.run.stop_requested = True
         return record
@@ -321,7 +174,7 @@ class RunRegistry:
         """Newest first."""
         return sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
 
-    async def watch(self, run_id: str, after_sequence: int) -> AsyncIterator[learner_pb2.RunEvent]:
+    async def watch(self, run_id: str, after_sequence: int) -> AsyncIterator[tuple[int, RunEvent]]:
         if after_sequence < 0:
             raise InvalidArgument("after_sequence", f"must be >= 0, got {after_sequence}")
         async for event in self.get(run_id).watch(after_sequence):

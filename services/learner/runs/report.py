@@ -381,9 +381,13 @@ def _markdown(
 
 
 def write_report(
-    run_dir: Path, title: str, options: dict[str, Any] | None = None, wall_seconds: float | None = None
+    run_dir: Path,
+    title: str,
+    options: dict[str, Any] | None = None,
+    wall_seconds: float | None = None,
+    out_dir: Path | None = None,
 ) -> Report:
-    """Read run_dir/metrics.jsonl; write report.json, report.md and the plots into run_dir.
+    """Read run_dir/metrics.jsonl; write report.json, report.md and the plots into out_dir (default run_dir).
 
     options: the run's options as a dict (e.g. ``dataclasses.asdict(RunOptions)``), copied into report.json.
     wall_seconds: the run's wall time; without it, the span between the first and last event.
@@ -396,11 +400,12 @@ def write_report(
     if wall_seconds is None and len(timed) > 1:
         wall_seconds = max(timed) - min(timed)
     table = before_after(evals)
-    plots = draw_plots(run_dir, by_kind, sorted({r.step for r in rounds}))
-    if (round_plot := draw_round_plot(run_dir, rounds)) is not None:
+    out_dir = out_dir or run_dir
+    plots = draw_plots(out_dir, by_kind, sorted({r.step for r in rounds}))
+    if (round_plot := draw_round_plot(out_dir, rounds)) is not None:
         plots.append(round_plot)
     wall = format_duration(wall_seconds) if wall_seconds is not None else "unknown"
-    md_path, json_path = run_dir / "report.md", run_dir / "report.json"
+    md_path, json_path = out_dir / "report.md", out_dir / "report.json"
     md_path.write_text(_markdown(title, _what_ran(options, train, evals, len(rounds)), table, rounds, wall, plots))
     content = {
         "title": title,
@@ -411,7 +416,7 @@ def write_report(
         "last_eval": {"step": evals[-1].step, "metrics": evals[-1].metrics} if evals else None,
         "rounds": [{"round": r.round, "step": r.step, "metrics": r.metrics} for r in rounds],
         "before_after": {
-            name: {"label": m.label, "before": m.before, "after": m.after, "change": m.change}
+            name: {"label": m.label, "percent": m.percent, "before": m.before, "after": m.after, "change": m.change}
             | {"before_step": m.before_step, "after_step": m.after_step}
             for name, m in table.items()
         },

@@ -22,19 +22,18 @@ from transformers import AutoModelForCausalLM
 
 from services.common.artifacts import ArtifactStore
 from services.common.model_loading import load_pretrained
-from services.common.registry import VersionRegistry
+from services.common.registry import VersionRecord, VersionRegistry
 from services.common.samples import samples_uri
 from services.decoding.tokens import tokenizer_sha256
-from services.jobs.verifier_training.mixture import NoTrainablePairs
-from services.jobs.verifier_training.settings import TrainVerifierSettings
+from services.jobs.verifier_training.requests import RetrainRequest, TrainingOptions, pin_checkpoint, pin_samples
 from services.learner.game.attack import sneaky_attack
+from services.learner.game.retraining import InProcessRetrainer, QueueRetrainer, Retrainer
 from services.learner.evaluation.evaluate import SOLO, evaluate_policy
 from services.learner.runs.events import EVENTS_FILE, EventKind, RunEvent, append_event
 from services.learner.game.rounds import (
     collect_round_samples,
     dca_credit,
     game_reward,
-    retrain_verifier,
     sneaky_caught_up,
     store_round_samples,
 )
@@ -57,6 +56,8 @@ GAME_REFERENCE_DIR = "game_reference"
 """The policy as it entered the game phase: the KL anchor of game steps (``game.kl_coef``)."""
 ATTACK_PROBLEMS = 64
 """Prover-half problems the sneaky-only attacker draws its batches from (and the helpful bar is measured on)."""
+RETRAIN_PROGRESS_EVERY_S = 10.0
+"""How often a round relays its verifier training's progress as a log event."""
 ROUND_HELD_OUT_FRACTION = 0.15
 """Share of a round's problems the retraining job holds out (round data is small: more than its 0.1 default)."""
 
@@ -64,6 +65,12 @@ ROUND_HELD_OUT_FRACTION = 0.15
 def prover_half(question: str) -> bool:
     """Prover and verifier train on disjoint halves of the problems (by hash of the text)."""
     return hashlib.sha256(b"prover-half:" + question.encode()).digest()[0] < 128
+
+
+def retrainer_for(settings: LearnerSettings) -> Retrainer:
+    if settings.retrain == "queue":
+        return QueueRetrainer(settings, settings.retrain_stream, settings.retrain_timeout_s)
+    return InProcessRetrainer(settings, settings.torch_threads)
 
 
 class StopRequested(Exception):
@@ -102,6 +109,7 @@ class Run:
         self.tandem_problems = problems
         self.test_problems = self.task.problems("test", options.eval_problems, 0)
         self.prompts = PromptFormat(self.task)  # bound to the policy's tokenizer when the policy loads
+        self.retrainer = retrainer_for(settings)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -230,51 +238,32 @@ class Run:
                 trainer.policy, self.weak, self.prompts, problems, options, round_, self._seed(f"samples{round_}")
             )
             store_round_samples(self.store, dataset, round_, samples)
-            settings = self.settings
-            job = TrainVerifierSettings(
-                samples=[samples_uri(dataset, r) for r in range(round_ + 1)],
-                base_samples=settings.verifier_base_samples,
-                init_model_path=await self._round_verifier_init(round_),
-                out_dir=self.dir / "verifier" / f"round{round_}",
-                loss=self.options.game.verifier_loss,
-                centering_lambda=self.options.game.centering_lambda,
-                steps=settings.verifier_train_steps,
-                seed=self.options.seed + round_,
-                model_name=settings.verifier_model_name,
-                redis_url=settings.redis_url,
-                redis_password=settings.redis_password,
-                artifact_root=settings.artifact_root,
-                torch_threads=settings.torch_threads,
-                held_out_fraction=ROUND_HELD_OUT_FRACTION,
-                task=self.options.task.name,
-                data=self.options.task.data,
-                chat_template=self.options.task.chat_template,
-            )
+            request = await self._retrain_request(round_, dataset)
             counts = {
                 "round_samples": float(len(samples)),
                 "round_samples_correct": sum(s.correct for s in samples) / len(samples),
             }
-            try:
-                trained = await retrain_verifier(job)
-            except NoTrainablePairs as error:
+            out_dir = self.dir / "verifier" / f"round{round_}"
+            result = await self.retrainer.retrain(request, out_dir, self._relay_retraining(round_))
+            if result.version is None:
                 # A prover that solves none (or all) of its problems gives no correct/incorrect pairs: the game
                 # goes on against the verifier already served rather than failing the run.
                 version = await self.verifier.version()
                 self.state.verifier_versions[key] = version
                 await self._checkpoint(trainer)
-                message = f"round {round_}: verifier not retrained ({error}); v{version} stays"
+                message = f"round {round_}: verifier not retrained ({result.not_retrained}); v{version} stays"
                 self._emit("round", {**counts, "verifier_version": float(version)}, message)
             else:
-                assert trained.record is not None
-                self.state.verifier_versions[key] = trained.record.version
+                self.state.verifier_versions[key] = result.version
                 await self._checkpoint(trainer)
-                metrics = {f"verifier_{k}": v for k, v in trained.metrics.items()}
+                metrics = {f"verifier_{k}": v for k, v in result.metrics.items()}
                 metrics |= {
-                    "verifier_version": float(trained.record.version),
+                    "verifier_version": float(result.version),
                     **counts,
                     "verifier_train_s": time.perf_counter() - started,
                 }
-                self._emit("round", metrics, f"round {round_}: verifier v{trained.record.version} published")
+                by = f" (trained by {result.trained_by})" if result.trained_by else ""
+                self._emit("round", metrics, f"round {round_}: verifier v{result.version} published{by}")
         version = self.state.verifier_versions[key]
         waited = await self.verifier.wait_for_version(version, self.settings.version_wait_s)
         self._emit(
@@ -283,6 +272,57 @@ class Run:
             f"round {round_}: the verifier service serves v{version}",
         )
         return version
+
+    async def _retrain_request(self, round_: int, dataset: str) -> RetrainRequest:
+        """The round's retraining request: every round's samples so far, pinned, and the version it must become."""
+        settings, game, task = self.settings, self.options.game, self.options.task
+        name = settings.verifier_model_name
+        client = settings.redis_client()
+        try:
+            current = await VersionRegistry(client).current(name)
+        finally:
+            await client.aclose()
+        target = max(0 if current is None else current.version, self.store.latest_version(name)) + 1
+        return RetrainRequest(
+            request_id=RetrainRequest.id_for(self.run_id, round_),
+            run_id=self.run_id,
+            round=round_,
+            model_name=name,
+            target_version=target,
+            samples=[pin_samples(self.store, samples_uri(dataset, r)) for r in range(round_ + 1)],
+            base_samples=[pin_samples(self.store, s) for s in settings.verifier_base_samples],
+            init_model=pin_checkpoint(self.store, self._round_verifier_init(round_, current)),
+            training=TrainingOptions(
+                loss=game.verifier_loss,
+                centering_lambda=game.centering_lambda,
+                steps=settings.verifier_train_steps,
+                seed=self.options.seed + round_,
+                held_out_fraction=ROUND_HELD_OUT_FRACTION,
+                task=task.name,
+                data=task.data,
+                chat_template=task.chat_template,
+            ),
+        )
+
+    def _relay_retraining(self, round_: int) -> Callable[[dict[str, str]], None]:
+        """Turn the trainer's status into log events: when it is queued, taken, fails, and every 10 s of progress."""
+        last = {"at": 0.0, "who": ""}
+
+        def relay(status: dict[str, str]) -> None:
+            if "queued" in status:
+                self._emit("log", {}, f"round {round_}: verifier retraining queued on {status['queued']}")
+                return
+            who = f"{status.get('worker', '?')} (attempt {status.get('attempt', '?')})"
+            now = time.monotonic()
+            if who == last["who"] and now - last["at"] < RETRAIN_PROGRESS_EVERY_S and "error" not in status:
+                return
+            last.update(at=now, who=who)
+            progress = f"step {status.get('step', 0)}/{status.get('steps', '?')}"
+            progress += f", loss {status['loss']}" if "loss" in status else ""
+            progress += f"; last error: {status['error']}" if "error" in status else ""
+            self._emit("log", {}, f"round {round_}: verifier retraining by {who}: {progress}")
+
+        return relay
 
     async def _attack(self, trainer: PolicyTrainer, round_: int, version: int) -> None:
         """The sneaky-only attack on this round's verifier (:mod:`services.learner.game.attack`), measured once."""
@@ -323,28 +363,23 @@ class Run:
         game = self.options.game
         return game.attack_learning_rate or game.learning_rate or self.options.optimizer.learning_rate
 
-    async def _round_verifier_init(self, round_: int) -> Path:
-        """The checkpoint a round's verifier training starts from (see ``LearnerSettings.round_verifier_start``)."""
+    def _round_verifier_init(self, round_: int, current: VersionRecord | None) -> str | Path:
+        """The checkpoint a round's verifier training starts from (see ``LearnerSettings.round_verifier_start``):
+        the version the previous round ended with (an artifact every worker can read), round 0 the registry's."""
         settings = self.settings
         if settings.round_verifier_start == "fresh":
             return settings.verifier_init_path
-        for earlier in range(round_ - 1, -1, -1):  # a round whose verifier was not retrained left no checkpoint
-            checkpoint = self.dir / "verifier" / f"round{earlier}"
-            if (checkpoint / "config.json").is_file():
-                return checkpoint
+        if round_ > 0:
+            previous = self.state.verifier_versions[str(round_ - 1)]
+            return ArtifactStore.uri_for(settings.verifier_model_name, previous)
         if settings.verifier_base_path is not None:
             return settings.verifier_base_path
-        client = settings.redis_client()
-        try:
-            record = await VersionRegistry(client).current(settings.verifier_model_name)
-        finally:
-            await client.aclose()
-        if record is None:
+        if current is None:
             raise RuntimeError(
                 f"round {round_}: no {settings.verifier_model_name!r} version in the registry to warm-start from; "
                 "publish one, set verifier_base_path, or use round_verifier_start=fresh"
             )
-        return self.store.resolve(record.uri)
+        return current.uri
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@ and a run stopped mid-round resumes with its stored samples and published versio
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from services.common.artifacts import MANIFEST_NAME, ArtifactStore
 from services.common.bundled_models import BUNDLED_VERIFIER
@@ -19,6 +21,7 @@ from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect
 from services.common.samples import load_samples, samples_uri
+from services.jobs.verifier_training.requests import RetrainFailed
 from services.learner.clients.verifier import VerifierClient
 from services.learner.clients.weak_model import WeakModelClient
 from services.learner.runs.config import resolve
@@ -29,6 +32,7 @@ from services.verifier.app import start_verifier
 from services.verifier.settings import VerifierSettings
 from services.weak_model.app import start_weak_model
 from services.weak_model.settings import WeakModelSettings
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +120,8 @@ async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: S
         samples, _ = load_samples(services.store, samples_uri("game-samples", round_))
         assert len(samples) == 48 * 4 and {s.role for s in samples} == {"helpful", "sneaky"}
         assert {s.round for s in samples} == {round_}
-    # Warm starts: round 0 from the version the registry held (v1, the bundled verifier), round 1 from round 0's.
+    # Warm starts: round 0 from the version the registry held (v1, the bundled verifier), round 1 from round 0's
+    # published version (an artifact any worker can read), each pinned in the request by its manifest sha256.
     inits = [
         json.loads((services.settings.runs_dir / "game" / "verifier" / f"round{r}" / "training.json").read_text())[
             "settings"
@@ -125,7 +130,7 @@ async def test_two_rounds_advance_the_verifier_and_the_learner_waits(services: S
     ]
     assert inits == [
         str(services.store.resolve("artifact://verifier/v000001")),
-        str(services.settings.runs_dir / "game" / "verifier" / "round0"),
+        str(services.store.resolve("artifact://verifier/v000002")),
     ]
     # Each round's verifier was attacked once, after it was served, within the 1-step budget (2 = not exploited).
     attacks = [e for e in events if e.kind == "round" and "attack_steps_to_exploit" in e.metrics]
@@ -159,3 +164,75 @@ async def test_a_stopped_run_resumes_with_its_samples_and_versions(services: Ser
     assert hashlib.sha256((services.store.resolve(uri) / MANIFEST_NAME).read_bytes()).hexdigest() == manifest_sha
     samples, _ = load_samples(services.store, uri)
     assert len(samples) == 48 * 4
+
+
+# ---- queue mode: the rounds' verifiers trained by `legibility worker train-verifier` processes ---------------------
+
+STREAM = "test:retrain"
+
+
+@pytest.fixture
+def workers(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Workers]:
+    running = Workers(redis_server.url, tmp_path, STREAM)
+    yield running
+    running.stop_all()
+
+
+def _queued(services: Services) -> Services:
+    settings = services.settings.model_copy(
+        update={"retrain": "queue", "retrain_stream": STREAM, "retrain_timeout_s": 300}
+    )
+    return replace(services, settings=settings)
+
+
+async def test_queue_mode_trains_every_round_on_a_worker(
+    services: Services, workers: Workers, redis_client: aioredis.Redis
+) -> None:
+    await workers.start("w1", services.store.root)
+    events: list[RunEvent] = []
+    await _run(_queued(services), events, _config()).execute()
+
+    published = [e for e in events if e.kind == "round" and "verifier_train_s" in e.metrics]
+    assert [e.metrics["verifier_version"] for e in published] == [2.0, 3.0]
+    assert all(e.message.endswith("(trained by w1)") and e.metrics["verifier_final_loss"] > 0 for e in published)
+    relayed = [e.message for e in events if e.kind == "log" and "verifier retraining" in e.message]
+    assert any(m.startswith("round 0: verifier retraining queued on test:retrain") for m in relayed)
+    assert any(m.startswith("round 1: verifier retraining by w1 (attempt 1)") for m in relayed)
+    assert await redis_client.xlen(STREAM) == 2  # one request per round
+    assert (await VersionRegistry(redis_client).current("verifier")).version == 3
+
+
+async def test_a_learner_restarted_while_waiting_resumes_without_a_second_request(
+    services: Services, workers: Workers, redis_client: aioredis.Redis
+) -> None:
+    config = _config()
+    config.game.rounds = 1
+    waiting = asyncio.create_task(_run(_queued(services), [], config, run_id="restarted").execute())
+    for _ in range(600):  # no worker yet: the round's request waits in the stream
+        if await redis_client.xlen(STREAM) == 1 or waiting.done():
+            break
+        await asyncio.sleep(0.2)
+    assert await redis_client.xlen(STREAM) == 1
+    waiting.cancel()  # the learner dies while it waits
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    await workers.start("w1", services.store.root)
+    events: list[RunEvent] = []
+    resumed = _run(_queued(services), events, config, run_id="restarted")
+    await resumed.execute()
+    assert resumed.state.finished and resumed.state.verifier_versions == {"0": 2}
+    assert await redis_client.xlen(STREAM) == 1  # asked again, queued once
+    assert not any("queued on" in e.message for e in events)
+
+
+async def test_a_dead_lettered_round_fails_the_run_with_the_workers_error(
+    services: Services, workers: Workers, tmp_path: Path
+) -> None:
+    # A worker on another artifact store cannot read what the learner stored: every attempt fails the same way.
+    await workers.start("misconfigured", tmp_path / "elsewhere", "--max-attempts", "2", "--claim-idle-s", "1")
+    config = _config()
+    config.game.rounds = 1
+    with pytest.raises(RetrainFailed, match=r"failed: ArtifactError: .*missing") as failed:
+        await _run(_queued(services), [], config, run_id="poisoned").execute()
+    assert "poisoned:round0" in str(failed.value)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from services.common.artifacts import ArtifactStore
 from services.common.genproto.legibility.v1 import learner_pb2
 from services.common.run_watch import watch_run
+from services.tools.run_report import copy_report
 from tests.integration.learner.conftest import Dependencies, LearnerFactory, RunningLearner, tiny_tandem, watch
 
 K = learner_pb2
 
 
 @pytest.mark.slow
-async def test_tandem_run_streams_events_and_succeeds(learner: RunningLearner) -> None:
+async def test_tandem_run_streams_events_and_succeeds(learner: RunningLearner, runs_dir: Path, tmp_path: Path) -> None:
     health = await learner.health.Check(health_pb2.HealthCheckRequest(service="legibility.v1.LearnerService"))
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -51,7 +54,13 @@ async def test_tandem_run_streams_events_and_succeeds(learner: RunningLearner) -
     assert got.step == 2
     assert "eval/jargon_rate" in got.metrics and "train/reward" in got.metrics
     assert got.error == ""
-    assert got.report_uri.endswith(run.run_id)
+    # The learner stored the report as an artifact; a client fetches it from the store, checked file by file.
+    assert got.report_uri == f"artifact://{run.run_id}-report/v000001"
+    fetched = copy_report(got, ArtifactStore(runs_dir.parent / "artifacts"), tmp_path / "fetched")
+    assert fetched.content["counts"]["train_steps"] == 2 and fetched.content["counts"]["evaluations"] == 3
+    assert fetched.content["title"] == f"Run {run.run_id}: tiny"
+    assert "| jargon rate (greedy) |" in fetched.markdown.read_text()
+    assert (tmp_path / "fetched" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert got.HasField("finished_at") and not run.HasField("finished_at")
     assert got.created_at.ToNanoseconds() <= got.started_at.ToNanoseconds() <= got.finished_at.ToNanoseconds()
 
