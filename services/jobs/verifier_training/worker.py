@@ -39,6 +39,9 @@ TRAIN_SECONDS = Histogram(
     "legibility_retrain_seconds", "Wall time of one verifier training.", buckets=(10, 30, 60, 120, 300, 600, 1800)
 )
 IN_PROGRESS = Gauge("legibility_retrain_in_progress", "Requests this worker is training now.")
+OUTCOMES = ("published", "not_retrained", "found_published", "retry", "dead_letter")
+for _outcome in OUTCOMES:  # every series exists from the start, so increase() sees a worker's first event
+    REQUESTS.labels(_outcome)
 
 
 class Progress:
