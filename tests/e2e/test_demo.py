@@ -69,18 +69,35 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
     assert subprocess.run(["pgrep", "-f", f"redis-server.*:{redis_port}"], capture_output=True).returncode == 1
 
 
+TIMINGS = ("_s", "_minutes", "wall_seconds")
+
+
+def _without_timings(report: dict) -> dict:
+    """The report's numbers that do not depend on how fast the machine was (nor the run id in the title)."""
+    if isinstance(report, dict):
+        return {
+            k: _without_timings(v)
+            for k, v in report.items()
+            if not k.endswith(TIMINGS) and k not in ("title", "events")
+        }
+    if isinstance(report, list):
+        return [_without_timings(v) for v in report]
+    return report
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_quick_demo_with_a_retraining_worker_process(tmp_path: Path) -> None:
-    root = _demo(tmp_path, "--retrain", "queue")
-    report = _report(root)
+@pytest.mark.timeout(900)
+def test_a_retraining_worker_process_gives_the_same_report_as_in_process_retraining(tmp_path: Path) -> None:
+    in_process = _report(_demo(tmp_path / "in_process"))
+    root = _demo(tmp_path / "queue", "--retrain", "queue")
+    queued = _report(root)
+    assert _without_timings(queued) == _without_timings(in_process)
+    assert [r["metrics"]["verifier_version"] for r in queued["rounds"]] == [2.0, 3.0]
     (run_dir,) = (root / "runs").glob("run-*")
-    assert [r["metrics"]["verifier_version"] for r in report["rounds"]] == [2.0, 3.0]
-    assert all(0 < r["metrics"]["verifier_auc"] <= 1 for r in report["rounds"])
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     published = [e["message"] for e in events if e["kind"] == "round" and "published" in e["message"]]
-    assert len(published) == 2 and all("(trained by " in m for m in published)
-    assert "in_process" not in " ".join(published)
+    assert len(published) == 2 and all("(trained by " in m and "in_process" not in m for m in published)
+    assert sum("retraining queued on legibility:retrain" in e["message"] for e in events) == 2
     log = (root / "logs" / "worker.log").read_text()
     assert log.count(": published (v") == 2, log[-2000:]
     assert _processes_mentioning(str(root)) == []  # the worker stopped with the demo

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.mark.slow
 async def test_stopped_run_ends_stopped_and_is_listed_after_a_restart(
-    start_learner_server: LearnerFactory, dependencies: Dependencies
+    start_learner_server: LearnerFactory, dependencies: Dependencies, runs_dir: Path, tmp_path: Path
 ) -> None:
     learner = await start_learner_server(**dependencies.targets)
     run_id = (await learner.stub.StartRun(K.StartRunRequest(config=tiny_tandem(steps=50, every_steps=10)))).run.run_id
@@ -40,6 +41,15 @@ async def test_stopped_run_ends_stopped_and_is_listed_after_a_restart(
     assert stopped.state == K.RUN_STATE_STOPPED
     assert 1 <= stopped.step < 50
     assert (await learner.stub.StopRun(K.StopRunRequest(run_id=run_id))).run.state == K.RUN_STATE_STOPPED
+    # A stopped run has a partial report in the artifact store, which `legibility runs report` fetches.
+    assert stopped.report_uri == f"artifact://{run_id}-report/v000001"
+    fetched = await _runs_report(learner.app.server.port, runs_dir, run_id, tmp_path / "fetched")
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    report = json.loads((tmp_path / "fetched" / "report.json").read_text())
+    assert report["title"].endswith("(stopped; partial report)") and report["counts"]["train_steps"] == stopped.step
+    assert "report: " in fetched.stdout and (tmp_path / "fetched" / "report.md").is_file()
+    unknown = await _runs_report(learner.app.server.port, runs_dir, "run-nope", tmp_path / "nope")
+    assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stdout and not (tmp_path / "nope").exists()
 
     await learner.app.stop()
     restarted = await start_learner_server(**dependencies.targets)
@@ -75,6 +85,14 @@ async def test_graceful_shutdown_pauses_a_live_run_and_the_next_learner_resumes_
     await restarted.stub.StopRun(K.StopRunRequest(run_id=run_id))
     events = await watch(restarted.stub, run_id)
     assert events[-1].state == K.RUN_STATE_STOPPED
+
+
+async def _runs_report(port: int, runs_dir: Path, run_id: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`legibility runs report` as a process (in a thread: the learner it asks serves on this event loop)."""
+    command = [sys.executable, "-m", "services.cli", "runs", "report", run_id, "--learner", f"127.0.0.1:{port}"]
+    command += ["--artifact-root", str(runs_dir.parent / "artifacts"), "--out", str(out)]
+    env = os.environ | {"COLUMNS": "200"}
+    return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
 
 
 def _free_port() -> int:
