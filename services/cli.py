@@ -13,6 +13,7 @@ from rich.console import Console
 
 from services.common.settings import LoggingSettings, StoreSettings
 from services.tasks.toy_models.cli import app as toy_app
+from services.tools.bench_tandem import bench_tandem
 from services.tools.bench_verifier import bench_verifier
 from services.tools.bench_weak_model import bench_weak_model
 from services.tools.loadtest_verifier import loadtest_verifier
@@ -35,6 +36,7 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(runs_app, name="runs")
 bench_app.command("weak-model")(bench_weak_model)
 bench_app.command("verifier")(bench_verifier)
+bench_app.command("tandem")(bench_tandem)
 loadtest_app.command("verifier")(loadtest_verifier)
 console = Console()
 

@@ -1,0 +1,242 @@
+"""``legibility bench tandem``: what a tandem rollout costs next to a solo one.
+
+The same prompts (the toy task's test problems), the same policy (in-process transformers, as the learner runs
+it) and the weak-model service as a separate process on loopback (as in a cluster), sampled at T = 1 with fixed
+seeds, one batch of all prompts as a training step sends it:
+
+- solo: the policy alone, each rollout one segment to EOS or the budget;
+- tandem: word handoffs at ``p_primary`` 0.5 (the demo's schedule), lockstep rounds of one batched policy call
+  and one batched ``Continue`` each.
+
+Per engine of the weak-model service (``hf``, and ``vllm`` when installed) it reports wall time, response tokens
+per second, lockstep rounds, ``Continue`` calls and the prefix tokens each author was sent per rollout (what it
+recomputes without a cache), then the tandem ÷ solo time ratio last. ``--json-out`` and ``--png`` keep the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
+from services.common.client import open_channel
+from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
+from services.common.processes import ServiceProcess, free_port
+from services.decoding.requests import SegmentRequest
+from services.learner.clients.segments import Segment, SegmentWriter
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.evaluation.evaluate import SOLO
+from services.learner.rl.policy import TransformersPolicy
+from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
+from services.learner.rl.schedule import HandoffSchedule
+
+log = logging.getLogger(__name__)
+WORD_HANDOFFS = HandoffSchedule(strategy="word", p_primary=0.5)
+
+
+@dataclass
+class CountingWriter:
+    """A segment writer that counts what it was asked: calls, requests, prefix tokens sent, tokens written."""
+
+    inner: SegmentWriter
+    calls: int = 0
+    nonempty_calls: int = 0
+    requests: int = 0
+    prefix_tokens: int = 0
+    written_tokens: int = 0
+
+    async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
+        self.calls += 1
+        if requests:
+            self.nonempty_calls += 1
+        self.requests += len(requests)
+        self.prefix_tokens += sum(len(r.prefix_ids) for r in requests)
+        segments = await self.inner.write(requests)
+        self.written_tokens += sum(len(s.token_ids) for s in segments)
+        return segments
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One batch of rollouts, solo or tandem."""
+
+    mode: str
+    engine: str
+    rollouts: int
+    seconds: float
+    response_tokens: int
+    rounds: int
+    """Lockstep rounds: one batched call per author each."""
+    continue_calls: int
+    policy_prefix_tokens_per_rollout: float
+    weak_prefix_tokens_per_rollout: float
+    weak_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.response_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class BenchResult:
+    prompts: int
+    max_new_tokens: int
+    rows: list[Measured] = field(default_factory=list)
+
+    def ratio(self, engine: str) -> float:
+        solo = next(r for r in self.rows if r.engine == engine and r.mode == "solo")
+        tandem = next(r for r in self.rows if r.engine == engine and r.mode == "tandem")
+        return tandem.seconds / solo.seconds
+
+    def engines(self) -> list[str]:
+        return list(dict.fromkeys(r.engine for r in self.rows))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "prompts": self.prompts,
+            "max_new_tokens": self.max_new_tokens,
+            "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in self.rows],
+            "tandem_over_solo": {engine: self.ratio(engine) for engine in self.engines()},
+        }
+
+
+async def measure(
+    mode: str, engine: str, policy: TransformersPolicy, weak: WeakModelClient, prompts: list[list[int]], tokens: int
+) -> Measured:
+    schedule = SOLO if mode == "solo" else WORD_HANDOFFS
+    options = RolloutOptions(schedule, tokens)
+    rollouts = new_rollouts(prompts, options, policy.context_window, seed=0)
+    author, partner = CountingWriter(policy), CountingWriter(weak)
+    started = time.perf_counter()
+    await run_tandem(rollouts, author, partner, options)
+    seconds = time.perf_counter() - started
+    count = len(rollouts)
+    return Measured(
+        mode,
+        engine,
+        count,
+        seconds,
+        sum(len(r.authorship) for r in rollouts),
+        author.calls,
+        partner.nonempty_calls,
+        author.prefix_tokens / count,
+        partner.prefix_tokens / count,
+        partner.written_tokens,
+    )
+
+
+async def bench_engine(
+    engine: str, policy: TransformersPolicy, prompts: list[list[int]], tokens: int, weak_model: Path, logs: Path
+) -> list[Measured]:
+    """Solo then tandem against a weak-model service process on ``engine`` (warmed up by one tandem batch)."""
+    service = ServiceProcess(
+        f"weak-model-{engine}",
+        "services.weak_model",
+        ["--engine", engine, "--model-path", str(weak_model), "--max-batch-size", "64", "--metrics-port", "0",
+         "--drain-delay-s", "0", "--max-queue-size", "1024"],
+        logs,
+        free_port(),
+    )  # fmt: skip
+    try:
+        await service.wait_serving("legibility.v1.WeakModelService", 300)
+        channel = open_channel(service.target)
+        try:
+            weak = WeakModelClient(weak_model_pb2_grpc.WeakModelServiceStub(channel))
+            await measure("tandem", engine, policy, weak, prompts[:8], tokens)  # warm-up: both authors, all paths
+            rows = [await measure(mode, engine, policy, weak, prompts, tokens) for mode in ("solo", "tandem")]
+        finally:
+            await channel.close()
+    finally:
+        service.stop()
+    return rows
+
+
+def table(result: BenchResult) -> Table:
+    out = Table(title=f"tandem vs solo rollouts: {result.prompts} prompts, up to {result.max_new_tokens} new tokens")
+    names = ("engine", "mode", "seconds", "tokens/s", "rounds", "Continue calls", "policy prefix/rollout",
+             "weak prefix/rollout", "weak tokens")  # fmt: skip
+    for name in names:
+        out.add_column(name, justify="left" if name in ("engine", "mode") else "right")
+    for r in result.rows:
+        out.add_row(
+            r.engine, r.mode, f"{r.seconds:.2f}", f"{r.tokens_per_s:.0f}", str(r.rounds), str(r.continue_calls),
+            f"{r.policy_prefix_tokens_per_rollout:.0f}", f"{r.weak_prefix_tokens_per_rollout:.0f}", str(r.weak_tokens),
+        )  # fmt: skip
+    return out
+
+
+def draw(result: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = result.engines()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for offset, mode in ((-0.2, "solo"), (0.2, "tandem")):
+        seconds = [next(r.seconds for r in result.rows if r.engine == e and r.mode == mode) for e in engines]
+        axis.bar([i + offset for i in range(len(engines))], seconds, width=0.4, label=mode)
+    for i, engine in enumerate(engines):
+        top = max(r.seconds for r in result.rows if r.engine == engine)
+        axis.text(i + 0.2, top, f"×{result.ratio(engine):.2f}", ha="center", va="bottom")
+    axis.set_xticks(range(len(engines)), [f"weak model: {e}" for e in engines])
+    axis.set_ylabel("seconds per batch")
+    axis.margins(y=0.15)
+    axis.set_title(f"{result.prompts} rollouts, ≤ {result.max_new_tokens} tokens: tandem (word, p 0.5) vs solo")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+async def run_bench(
+    engines: list[str], prompts: int, max_new_tokens: int, policy_path: Path, weak_model: Path, logs: Path
+) -> BenchResult:
+    from services.tasks.toy import format_prompt, generate
+
+    policy = TransformersPolicy.load(policy_path, torch_threads=1)
+    encoded = [policy.encode(format_prompt(p.question)) for p in generate("test", prompts)]
+    result = BenchResult(prompts, max_new_tokens)
+    for engine in engines:
+        result.rows += await bench_engine(engine, policy, encoded, max_new_tokens, weak_model, logs)
+    return result
+
+
+def bench_tandem(
+    prompts: Annotated[int, typer.Option(min=1, help="Rollouts in the batch (toy test prompts).")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most response tokens per rollout.")] = 100,
+    engine: Annotated[
+        list[str] | None, typer.Option(help="Weak-model engines to measure [default: hf, and vllm if installed].")
+    ] = None,
+    policy: Annotated[Path, typer.Option(help="The policy checkpoint (in-process).")] = BUNDLED_STRONG,
+    weak_model: Annotated[Path, typer.Option(help="The weak model's checkpoint (served).")] = BUNDLED_WEAK,
+    json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Draw seconds per batch, solo vs tandem, here.")] = None,
+    logs: Annotated[Path, typer.Option(help="Where the weak-model services' logs go.")] = Path("runs/bench-logs"),
+) -> None:
+    """Wall time of solo and word-handoff tandem rollouts of the same prompts; the tandem ÷ solo ratio last."""
+    logging.basicConfig(level=logging.WARNING)
+    engines = engine or ["hf", *(["vllm"] if importlib.util.find_spec("vllm") else [])]
+    for name in engines:
+        if name not in ("hf", "vllm"):
+            raise typer.BadParameter("must be hf or vllm", param_hint="--engine")
+    result = asyncio.run(run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs))
+    console = Console(width=max(Console().width, 130))
+    console.print(table(result))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if png is not None:
+        draw(result, png)
+    for name in result.engines():
+        console.print(f"tandem ÷ solo, weak model on {name}: {result.ratio(name):.2f}")
