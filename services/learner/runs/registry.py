@@ -10,28 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-
 from typing import Any
 
 from grpc import aio
 
-from services.common.errors import InvalidArgument, NotFound, Overloaded
 from services.common.artifacts import ArtifactStore
+from services.common.errors import InvalidArgument, NotFound, Overloaded
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.vocabulary import check_same_vocabulary, policy_vocabulary, weak_model_info
+from services.learner.clients.weak_model import WeakModelClient
 from services.learner.runs.config import resolve_document
 from services.learner.runs.events import RunEvent
 from services.learner.runs.products import store_report
 from services.learner.runs.records import RUN_FILE, RunRecord, RunStatus
 from services.learner.runs.run import Run
 from services.learner.settings import LearnerSettings
-from services.learner.clients.verifier import VerifierClient
-from services.learner.clients.vocabulary import check_same_vocabulary, policy_vocabulary, weak_model_info
-from services.learner.clients.weak_model import WeakModelClient
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,12 @@ from services.common.registry import VersionRecord, VersionRegistry
 from services.common.samples import samples_uri
 from services.decoding.tokens import tokenizer_sha256
 from services.jobs.verifier_training.requests import RetrainRequest, TrainingOptions, pin_checkpoint, pin_samples
+from services.learner.clients.verifier import VerifierClient
+from services.learner.clients.vocabulary import check_same_vocabulary
+from services.learner.clients.weak_model import WeakModelClient
+from services.learner.evaluation.evaluate import SOLO, evaluate_policy
 from services.learner.game.attack import sneaky_attack
 from services.learner.game.retraining import InProcessRetrainer, QueueRetrainer, Retrainer
-from services.learner.evaluation.evaluate import SOLO, evaluate_policy
-from services.learner.runs.events import EVENTS_FILE, EventKind, RunEvent, append_event
 from services.learner.game.rounds import (
     collect_round_samples,
     dca_credit,
@@ -40,13 +42,11 @@ from services.learner.game.rounds import (
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.policy_step import correctness_reward, policy_step
 from services.learner.rl.rollout import RolloutOptions, derive_seed
+from services.learner.rl.trainer import PolicyTrainer
 from services.learner.runs.config import RunOptions
+from services.learner.runs.events import EVENTS_FILE, EventKind, RunEvent, append_event
 from services.learner.runs.state import RunState, checkpoint_dir, load_optimizer, load_state, save_checkpoint
 from services.learner.settings import LearnerSettings
-from services.learner.rl.trainer import PolicyTrainer
-from services.learner.clients.verifier import VerifierClient
-from services.learner.clients.vocabulary import check_same_vocabulary
-from services.learner.clients.weak_model import WeakModelClient
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 
