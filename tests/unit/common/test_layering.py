@@ -33,7 +33,7 @@ def test_the_layering_holds_and_a_cross_service_import_breaks_it(tmp_path: Path)
     tree = _copy(tmp_path)
     clean = _lint(tree)
     assert clean.returncode == 0, clean.stdout[-2000:] + clean.stderr[-2000:]
-    assert "2 kept, 0 broken" in clean.stdout
+    assert "3 kept, 0 broken" in clean.stdout
 
     engine = tree / "services" / "weak_model" / "engine.py"
     engine.write_text(engine.read_text() + "\nfrom services.verifier.model import VerifierModel  # noqa: E402, F401\n")
@@ -47,8 +47,19 @@ def test_the_layering_holds_and_a_cross_service_import_breaks_it(tmp_path: Path)
 def test_a_shared_package_importing_a_service_breaks_the_layers(tmp_path: Path) -> None:
     tree = _copy(tmp_path)
     prompts = tree / "services" / "tasks" / "prompts.py"
-    prompts.write_text(prompts.read_text() + "\nfrom services.learner import rollout  # noqa: E402, F401\n")
+    prompts.write_text(prompts.read_text() + "\nfrom services.learner.rl import rollout  # noqa: E402, F401\n")
     broken = _lint(tree)
     assert broken.returncode == 1
     assert "Layers: entry points > services > jobs > decoding, tasks > common BROKEN" in broken.stdout
     assert "services.tasks.prompts -> services.learner.rl.rollout" in broken.stdout
+
+
+@pytest.mark.slow
+def test_an_upward_import_inside_the_learner_breaks_its_layers(tmp_path: Path) -> None:
+    tree = _copy(tmp_path)
+    credit = tree / "services" / "learner" / "rl" / "credit.py"
+    credit.write_text(credit.read_text() + "\nfrom services.learner.runs import report  # noqa: E402, F401\n")
+    broken = _lint(tree)
+    assert broken.returncode == 1
+    assert "Learner by concern: edge > runs > game > evaluation > rl > clients BROKEN" in broken.stdout
+    assert "services.learner.rl.credit -> services.learner.runs.report" in broken.stdout
