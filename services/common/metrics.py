@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from threading import Thread
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -46,6 +47,36 @@ MODEL_REFUSED_VERSIONS = Counter(
     "Versions refused (corrupt, mismatched or failing to load); the old one kept serving.",
     ["model", "reason"],
 )
+
+
+PREFIX_CACHE_LOOKUPS = Counter(
+    "legibility_prefix_cache_lookups_total", "Prefix KV-cache lookups (one per continued prefix).", ["model"]
+)
+PREFIX_CACHE_HITS = Counter("legibility_prefix_cache_hits_total", "Lookups that found a cached prefix.", ["model"])
+PREFIX_CACHE_TOKENS = Counter(
+    "legibility_prefix_cache_tokens_total",
+    "Prefix tokens looked up, by whether their KV states came from the cache (reused) or were computed.",
+    ["model", "source"],
+)
+
+
+def record_prefix_cache(model: str, stats: Any) -> None:
+    """Bring the Prometheus counters up to a :class:`~services.decoding.prefix_cache.CacheStats` (cumulative)."""
+    seen = _PREFIX_CACHE_SEEN.setdefault(model, [0, 0, 0, 0])
+    now = [stats.lookups, stats.hits, stats.reused_tokens, stats.prefix_tokens - stats.reused_tokens]
+    counters = (
+        PREFIX_CACHE_LOOKUPS.labels(model),
+        PREFIX_CACHE_HITS.labels(model),
+        PREFIX_CACHE_TOKENS.labels(model, "reused"),
+        PREFIX_CACHE_TOKENS.labels(model, "computed"),
+    )
+    for i, counter in enumerate(counters):
+        if now[i] > seen[i]:
+            counter.inc(now[i] - seen[i])
+    _PREFIX_CACHE_SEEN[model] = now
+
+
+_PREFIX_CACHE_SEEN: dict[str, list[int]] = {}
 
 
 @dataclass

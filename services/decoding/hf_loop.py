@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from services.decoding.boundaries import BoundaryScanner, Ending
+from services.decoding.prefix_cache import CachedPrefix, PrefixCache
 from services.decoding.requests import GREEDY_BELOW, LogProbsRequest, SegmentRequest
 
 
@@ -78,6 +79,50 @@ def _choose(logits: torch.Tensor, request: SegmentRequest, generator: torch.Gene
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def _prefill_from_cache(
+    model: PreTrainedModel,
+    requests: Sequence[SegmentRequest],
+    reuse: Sequence[tuple[int, CachedPrefix | None]],
+    pad_id: int,
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """Prefill only what the cache lacks: row i's cached KV (left-padded to the longest) then its uncached suffix
+    (left-padded too), so a row's positions may have padding between the two; the mask and position ids say which
+    positions are real, as they do for the usual left padding. Returns the cache, the mask and the last logits."""
+    cached = [used for used, _ in reuse]
+    suffixes = [r.prefix_ids[used:] for r, used in zip(requests, cached, strict=True)]
+    width, longest = max(cached), max(len(s) for s in suffixes)
+    template = next(entry for _, entry in reuse if entry is not None).layers
+    layers = []
+    for layer, (keys, _) in enumerate(template):
+        shape = (len(requests), keys.shape[0], width, keys.shape[2])
+        past_keys, past_values = torch.zeros(shape, dtype=keys.dtype), torch.zeros(shape, dtype=keys.dtype)
+        for i, (used, entry) in enumerate(reuse):
+            if entry is not None and used:
+                past_keys[i, :, width - used :] = entry.layers[layer][0][:, :used]
+                past_values[i, :, width - used :] = entry.layers[layer][1][:, :used]
+        layers.append((past_keys, past_values))
+    ids = torch.full((len(requests), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(requests), width + longest), dtype=torch.long)
+    positions = torch.zeros((len(requests), longest), dtype=torch.long)
+    for i, (used, suffix) in enumerate(zip(cached, suffixes, strict=True)):
+        ids[i, longest - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+        mask[i, width - used : width] = 1
+        mask[i, width + longest - len(suffix) :] = 1
+        positions[i, longest - len(suffix) :] = torch.arange(used, used + len(suffix))
+    cache = DynamicCache(ddp_cache_data=layers)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+        logits_to_keep=1,
+    )  # fmt: skip
+    return out.past_key_values, mask, out.logits[:, -1, :].float()
+
+
+def _snapshot(cache: DynamicCache, mask: torch.Tensor, slot: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One row's KV states at its real positions (copies: the batch tensors move on)."""
+    real = mask[slot].bool()
+    return [(layer.keys[slot][:, real], layer.values[slot][:, real]) for layer in cache.layers]
+
+
 @torch.inference_mode()
 def generate(
     model: PreTrainedModel,
@@ -87,8 +132,13 @@ def generate(
     eos_ids: frozenset[int],
     pad_id: int,
     context_window: int,
+    prefix_cache: PrefixCache | None = None,
 ) -> list[Generated]:
-    """Continue every request until its rule ends it; ``pieces[id]`` is the decoded text of token ``id``."""
+    """Continue every request until its rule ends it; ``pieces[id]`` is the decoded text of token ``id``.
+
+    With a ``prefix_cache`` each row starts from the longest cached prefix of its ids (feeding only the rest) and
+    leaves its KV states there when it ends, under the ids it fed: the next request that extends them (the same
+    rollout's next segment) skips recomputing them."""
     rows = [
         _Row(
             request=r,
@@ -100,10 +150,24 @@ def generate(
     ]
     if any(row.budget < 1 for row in rows):  # validation refuses these; an engine caller might not
         raise ValueError(f"a prefix leaves no room to generate in the {context_window}-token context window")
-    ids, mask, positions = _left_pad([r.prefix_ids for r in requests], pad_id)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+    reuse = (
+        [(0, None)] * len(requests) if prefix_cache is None else [prefix_cache.lookup(r.prefix_ids) for r in requests]
+    )
+    if any(entry is not None for _, entry in reuse):
+        cache, mask, logits = _prefill_from_cache(model, requests, reuse, pad_id)
+    else:
+        ids, mask, positions = _left_pad([r.prefix_ids for r in requests], pad_id)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
     next_position = torch.tensor([len(r.prefix_ids) for r in requests], dtype=torch.long)
+    fed_count = [0] * len(rows)  # generated tokens of each row that are in the cache
+
+    def remember(slot: int, index: int) -> None:
+        if prefix_cache is not None:
+            fed = requests[index].prefix_ids + tuple(rows[index].ids[: fed_count[index]])
+            entry = reuse[index][1]
+            prefix_cache.store(fed, _snapshot(cache, mask, slot), None if entry is None else entry.ids)
+
     active = list(range(len(rows)))  # row index of each slot in the current batch tensors
     while True:
         logprobs = torch.log_softmax(logits, dim=-1)
@@ -115,6 +179,7 @@ def generate(
             if token in eos_ids:
                 row.ending = row.scanner.finish(eos=True)
                 row.eos_id, row.eos_logprob = token, float(logprobs[slot, token])
+                remember(slot, index)
                 continue
             row.ids.append(token)
             row.logprobs.append(float(logprobs[slot, token]))
@@ -124,6 +189,9 @@ def generate(
             if row.ending is None:
                 still.append(slot)
                 fed.append(token)
+                fed_count[index] += 1
+            else:
+                remember(slot, index)
         if not still:
             break
         if len(still) < len(active):  # drop finished rows so they cost nothing from here on

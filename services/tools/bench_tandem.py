@@ -5,12 +5,15 @@ it) and the weak-model service as a separate process on loopback (as in a cluste
 seeds, one batch of all prompts as a training step sends it:
 
 - solo: the policy alone, each rollout one segment to EOS or the budget;
-- tandem: word handoffs at ``p_primary`` 0.5 (the demo's schedule), lockstep rounds of one batched policy call
-  and one batched ``Continue`` each.
+- tandem: word handoffs at ``p_primary`` 0.5 (the demo's schedule), each author taking the rollouts waiting for it
+  whenever it is free (``run_tandem``'s default);
+- tandem, lockstep: the same rollouts in rounds of one batched policy call and one batched ``Continue`` each, every
+  round waiting for both authors.
 
 Per engine of the weak-model service (``hf``, and ``vllm`` when installed) it reports wall time, response tokens
-per second, lockstep rounds, ``Continue`` calls and the prefix tokens each author was sent per rollout (what it
-recomputes without a cache), then the tandem ÷ solo time ratio last. ``--json-out`` and ``--png`` keep the run.
+per second, lockstep rounds, ``Continue`` calls, and per rollout the prefix tokens each author was sent and those it
+computed (the rest came from its prefix KV cache), then the tandem ÷ solo time ratio last. ``--json-out`` and
+``--png`` keep the run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import importlib.util
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +47,9 @@ from services.learner.rl.schedule import HandoffSchedule
 
 log = logging.getLogger(__name__)
 WORD_HANDOFFS = HandoffSchedule(strategy="word", p_primary=0.5)
+LOCKSTEP = "tandem, lockstep"
+"""The same tandem rollouts with every round waiting for both authors (``run_tandem(overlap=False)``)."""
+MODES = ("solo", LOCKSTEP, "tandem")
 
 
 @dataclass
@@ -77,11 +84,15 @@ class Measured:
     seconds: float
     response_tokens: int
     rounds: int
-    """Lockstep rounds: one batched call per author each."""
+    """Policy calls: lockstep rounds, or the policy lane's batches."""
     continue_calls: int
     policy_prefix_tokens_per_rollout: float
     weak_prefix_tokens_per_rollout: float
     weak_tokens: int
+    policy_computed_prefix_per_rollout: float
+    """Prefix tokens the policy computed (not found in its prefix cache)."""
+    weak_computed_prefix_per_rollout: float
+    """Prefix tokens the weak-model service computed (its legibility_prefix_cache_tokens_total{source="computed"})."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -111,17 +122,45 @@ class BenchResult:
         }
 
 
+def _computed_prefix(metrics_url: str | None) -> float:
+    """Prefix tokens the weak-model service computed so far (all its models), from its /metrics."""
+    if metrics_url is None:
+        return 0.0
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "legibility_prefix_cache_tokens_total" and sample.labels.get("source") == "computed"
+    )
+
+
 async def measure(
-    mode: str, engine: str, policy: TransformersPolicy, weak: WeakModelClient, prompts: list[list[int]], tokens: int
+    mode: str,
+    engine: str,
+    policy: TransformersPolicy,
+    weak: WeakModelClient,
+    prompts: list[list[int]],
+    tokens: int,
+    metrics_url: str | None = None,
 ) -> Measured:
     schedule = SOLO if mode == "solo" else WORD_HANDOFFS
     options = RolloutOptions(schedule, tokens)
     rollouts = new_rollouts(prompts, options, policy.context_window, seed=0)
     author, partner = CountingWriter(policy), CountingWriter(weak)
+    policy.prefix_cache.clear()  # each batch starts as a training step's does: after an update
+    stats = policy.prefix_cache.stats
+    policy_computed = stats.prefix_tokens - stats.reused_tokens
+    weak_computed = await asyncio.to_thread(_computed_prefix, metrics_url)
     started = time.perf_counter()
-    await run_tandem(rollouts, author, partner, options)
+    await run_tandem(rollouts, author, partner, options, overlap=mode != LOCKSTEP)
     seconds = time.perf_counter() - started
     count = len(rollouts)
+    policy_computed = stats.prefix_tokens - stats.reused_tokens - policy_computed
+    weak_computed = await asyncio.to_thread(_computed_prefix, metrics_url) - weak_computed
     return Measured(
         mode,
         engine,
@@ -133,6 +172,8 @@ async def measure(
         author.prefix_tokens / count,
         partner.prefix_tokens / count,
         partner.written_tokens,
+        policy_computed / count,
+        weak_computed / count,
     )
 
 
@@ -140,21 +181,23 @@ async def bench_engine(
     engine: str, policy: TransformersPolicy, prompts: list[list[int]], tokens: int, weak_model: Path, logs: Path
 ) -> list[Measured]:
     """Solo then tandem against a weak-model service process on ``engine`` (warmed up by one tandem batch)."""
+    metrics_port = free_port()
     service = ServiceProcess(
         f"weak-model-{engine}",
         "services.weak_model",
-        ["--engine", engine, "--model-path", str(weak_model), "--max-batch-size", "64", "--metrics-port", "0",
-         "--drain-delay-s", "0", "--max-queue-size", "1024"],
+        ["--engine", engine, "--model-path", str(weak_model), "--max-batch-size", "64",
+         "--metrics-port", str(metrics_port), "--drain-delay-s", "0", "--max-queue-size", "1024"],
         logs,
         free_port(),
     )  # fmt: skip
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         await service.wait_serving("legibility.v1.WeakModelService", 300)
         channel = open_channel(service.target)
         try:
             weak = WeakModelClient(weak_model_pb2_grpc.WeakModelServiceStub(channel))
             await measure("tandem", engine, policy, weak, prompts[:8], tokens)  # warm-up: both authors, all paths
-            rows = [await measure(mode, engine, policy, weak, prompts, tokens) for mode in ("solo", "tandem")]
+            rows = [await measure(mode, engine, policy, weak, prompts, tokens, metrics_url) for mode in MODES]
         finally:
             await channel.close()
     finally:
@@ -164,14 +207,15 @@ async def bench_engine(
 
 def table(result: BenchResult) -> Table:
     out = Table(title=f"tandem vs solo rollouts: {result.prompts} prompts, up to {result.max_new_tokens} new tokens")
-    names = ("engine", "mode", "seconds", "tokens/s", "rounds", "Continue calls", "policy prefix/rollout",
-             "weak prefix/rollout", "weak tokens")  # fmt: skip
+    names = ("engine", "mode", "seconds", "tokens/s", "rounds", "Continue calls", "policy prefix sent/computed",
+             "weak prefix sent/computed", "weak tokens")  # fmt: skip
     for name in names:
         out.add_column(name, justify="left" if name in ("engine", "mode") else "right")
     for r in result.rows:
         out.add_row(
             r.engine, r.mode, f"{r.seconds:.2f}", f"{r.tokens_per_s:.0f}", str(r.rounds), str(r.continue_calls),
-            f"{r.policy_prefix_tokens_per_rollout:.0f}", f"{r.weak_prefix_tokens_per_rollout:.0f}", str(r.weak_tokens),
+            f"{r.policy_prefix_tokens_per_rollout:.0f} / {r.policy_computed_prefix_per_rollout:.0f}",
+            f"{r.weak_prefix_tokens_per_rollout:.0f} / {r.weak_computed_prefix_per_rollout:.0f}", str(r.weak_tokens),
         )  # fmt: skip
     return out
 
@@ -184,12 +228,12 @@ def draw(result: BenchResult, path: Path) -> None:
 
     engines = result.engines()
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    for offset, mode in ((-0.2, "solo"), (0.2, "tandem")):
+    for offset, mode in zip((-0.27, 0.0, 0.27), MODES, strict=True):
         seconds = [next(r.seconds for r in result.rows if r.engine == e and r.mode == mode) for e in engines]
-        axis.bar([i + offset for i in range(len(engines))], seconds, width=0.4, label=mode)
+        axis.bar([i + offset for i in range(len(engines))], seconds, width=0.27, label=mode)
     for i, engine in enumerate(engines):
         top = max(r.seconds for r in result.rows if r.engine == engine)
-        axis.text(i + 0.2, top, f"×{result.ratio(engine):.2f}", ha="center", va="bottom")
+        axis.text(i + 0.27, top, f"×{result.ratio(engine):.2f}", ha="center", va="bottom")
     axis.set_xticks(range(len(engines)), [f"weak model: {e}" for e in engines])
     axis.set_ylabel("seconds per batch")
     axis.margins(y=0.15)

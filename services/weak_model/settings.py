@@ -34,6 +34,10 @@ class WeakModelSettings(ServerSettings, ModelSourceSettings):
     """Most items waiting per RPC kind; past it, RESOURCE_EXHAUSTED at once. Also the most items per request."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads (the transformers engine)."""
+    prefix_cache_mib: int = Field(256, ge=0)
+    """The transformers engine's prefix KV cache: a request whose prefix starts with an earlier one's text feeds only
+    the rest (a tandem rollout resends its whole text each segment); least recently used entries go beyond this
+    size; 0 turns it off. Its hit rate is exported as legibility_prefix_cache_* metrics. (vLLM has its own.)"""
     vllm_seed: int = Field(0, ge=0)
     """vLLM engine seed (unseeded sampling); per-item seeds still give reproducible items."""
     engine_max_restarts: int = Field(3, ge=0)

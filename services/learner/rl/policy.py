@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from services.common.model_loading import load_pretrained
 from services.decoding.boundaries import FinishReason
 from services.decoding.hf_loop import generate
+from services.decoding.prefix_cache import PrefixCache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenTable
 from services.learner.clients.segments import Segment
@@ -27,6 +28,9 @@ class TransformersPolicy:
         self.tokens = TokenTable.of_model(tokenizer, model)
         self.pad_id = self.tokens.pad_id(tokenizer)
         self._torch_threads = torch_threads
+        self.prefix_cache = PrefixCache()
+        """KV states of each rollout's text so far, so its next segment feeds only what the weak model added;
+        cleared whenever the weights change (:class:`~services.learner.rl.trainer.PolicyTrainer` does)."""
 
     @classmethod
     def load(cls, path: Path, torch_threads: int = 2) -> TransformersPolicy:
@@ -69,6 +73,7 @@ class TransformersPolicy:
                 eos_ids=self.tokens.eos_ids,
                 pad_id=self.pad_id,
                 context_window=self.context_window,
+                prefix_cache=self.prefix_cache,
             )
         finally:
             self.model.train(was_training)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from services.decoding.boundaries import StopRule
 from services.decoding.requests import SegmentRequest
-from services.learner.clients.segments import SegmentWriter
+from services.learner.clients.segments import Segment, SegmentWriter
 from services.learner.rl.authorship import Authorship
 from services.learner.rl.schedule import Author, HandoffDrawer, HandoffSchedule
 
@@ -100,33 +100,95 @@ def new_rollouts(
     return rollouts
 
 
+def _plan(rollout: Rollout, options: RolloutOptions) -> tuple[Author, SegmentRequest]:
+    """Who writes the rollout's next segment, and the request for it (the whole prefix so far)."""
+    plan = rollout.drawer.next_segment(rollout.authorship.trailing_run)
+    room = rollout.budget - len(rollout.authorship)
+    rule = StopRule(min(plan.limit.max_tokens, room), plan.limit.boundary)
+    temperature = options.policy_temperature if plan.author is Author.POLICY else options.weak_temperature
+    prefix = rollout.prompt_ids + tuple(rollout.authorship.token_ids)
+    segment_seed = derive_seed(rollout.seed, rollout.segments)
+    return plan.author, SegmentRequest(prefix, rule, temperature, seed=segment_seed)
+
+
+def _append(rollout: Rollout, author: Author, segment: Segment) -> None:
+    log_probs = segment.log_probs if author is Author.POLICY else None
+    rollout.authorship.append(segment.token_ids, author, log_probs)
+    rollout.segments += 1
+    # An empty segment without EOS cannot happen with a boundary rule (one token is always kept);
+    # treat it as the end so a misbehaving writer cannot spin the loop.
+    rollout.ended_by_eos = segment.ended or not segment.token_ids
+    if segment.ended:
+        rollout.ended_by = author
+        rollout.eos_log_prob = segment.eos_log_prob if author is Author.POLICY else None
+        rollout.eos_id = segment.eos_id
+
+
 async def run_tandem(
-    rollouts: Sequence[Rollout], policy: SegmentWriter, weak: SegmentWriter, options: RolloutOptions
+    rollouts: Sequence[Rollout],
+    policy: SegmentWriter,
+    weak: SegmentWriter,
+    options: RolloutOptions,
+    overlap: bool = True,
 ) -> None:
-    """Advance every rollout until it is done; mutates them in place."""
+    """Advance every rollout until it is done; mutates them in place.
+
+    ``overlap`` (default): each author works through the rollouts waiting for it as soon as it is free, so the
+    rollouts the weak model is writing do not stall those the policy could write (and the other way round); a
+    rollout's tokens do not depend on which batch its segment lands in (each segment is seeded by the rollout).
+    ``overlap=False`` is the lockstep form: one batched call per author per round, every round waiting for both.
+    """
+    if overlap:
+        await _run_overlapped(rollouts, policy, weak, options)
+        return
     while active := [r for r in rollouts if not r.done]:
-        plans = [(r, r.drawer.next_segment(r.authorship.trailing_run)) for r in active]
         requests: dict[Author, list[tuple[Rollout, SegmentRequest]]] = {Author.POLICY: [], Author.WEAK: []}
-        for rollout, plan in plans:
-            room = rollout.budget - len(rollout.authorship)
-            rule = StopRule(min(plan.limit.max_tokens, room), plan.limit.boundary)
-            temperature = options.policy_temperature if plan.author is Author.POLICY else options.weak_temperature
-            prefix = rollout.prompt_ids + tuple(rollout.authorship.token_ids)
-            segment_seed = derive_seed(rollout.seed, rollout.segments)
-            requests[plan.author].append((rollout, SegmentRequest(prefix, rule, temperature, seed=segment_seed)))
+        for rollout in active:
+            author, request = _plan(rollout, options)
+            requests[author].append((rollout, request))
         written = await asyncio.gather(
             policy.write([req for _, req in requests[Author.POLICY]]),
             weak.write([req for _, req in requests[Author.WEAK]]),
         )
         for author, segments in zip((Author.POLICY, Author.WEAK), written, strict=True):
             for (rollout, _), segment in zip(requests[author], segments, strict=True):
-                log_probs = segment.log_probs if author is Author.POLICY else None
-                rollout.authorship.append(segment.token_ids, author, log_probs)
-                rollout.segments += 1
-                # An empty segment without EOS cannot happen with a boundary rule (one token is always kept);
-                # treat it as the end so a misbehaving writer cannot spin the loop.
-                rollout.ended_by_eos = segment.ended or not segment.token_ids
-                if segment.ended:
-                    rollout.ended_by = author
-                    rollout.eos_log_prob = segment.eos_log_prob if author is Author.POLICY else None
-                    rollout.eos_id = segment.eos_id
+                _append(rollout, author, segment)
+
+
+async def _run_overlapped(
+    rollouts: Sequence[Rollout], policy: SegmentWriter, weak: SegmentWriter, options: RolloutOptions
+) -> None:
+    """Two lanes, one per author: each takes every rollout waiting for it, writes their segments in one batched
+    call, and hands each rollout to whoever writes its next segment."""
+    waiting: dict[Author, list[tuple[Rollout, SegmentRequest]]] = {Author.POLICY: [], Author.WEAK: []}
+    wake = {Author.POLICY: asyncio.Event(), Author.WEAK: asyncio.Event()}
+    unfinished = [sum(not r.done for r in rollouts)]
+
+    def hand_on(rollout: Rollout) -> None:
+        if rollout.done:
+            unfinished[0] -= 1
+            if not unfinished[0]:
+                for event in wake.values():
+                    event.set()
+            return
+        author, request = _plan(rollout, options)
+        waiting[author].append((rollout, request))
+        wake[author].set()
+
+    for rollout in rollouts:
+        if not rollout.done:
+            hand_on(rollout)
+
+    async def lane(author: Author, writer: SegmentWriter) -> None:
+        while unfinished[0]:
+            if not waiting[author]:
+                wake[author].clear()
+                await wake[author].wait()
+                continue
+            batch, waiting[author] = waiting[author], []
+            segments = await writer.write([request for _, request in batch])
+            for (rollout, _), segment in zip(batch, segments, strict=True):
+                _append(rollout, author, segment)
+                hand_on(rollout)
+
+    await asyncio.gather(lane(Author.POLICY, policy), lane(Author.WEAK, weak))

@@ -163,6 +163,7 @@ class PolicyTrainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         self.optimizer.step()
+        self.policy.prefix_cache.clear()  # its KV states were computed by the weights just changed
         model.eval()
         return {
             "loss": float(loss.detach()),

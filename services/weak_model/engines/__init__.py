@@ -23,6 +23,7 @@ def load_engine(settings: WeakModelSettings, weights: VerifiedWeights) -> WeakEn
             max_delay_ms=settings.max_delay_ms,
             max_queue_size=settings.max_queue_size,
             torch_threads=settings.torch_threads,
+            prefix_cache_mib=settings.prefix_cache_mib,
         )
     if settings.engine == "vllm":
         from services.weak_model.engines.vllm import VLLMEngine

@@ -21,7 +21,10 @@ from transformers.utils import logging as hf_logging
 
 from services.common import model_loading
 from services.common.batching import MicroBatcher
+from services.common.metrics import record_prefix_cache
+from services.common.settings import MiB
 from services.decoding import hf_loop
+from services.decoding.prefix_cache import PrefixCache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.weak_model.engine import (
@@ -48,6 +51,7 @@ class HFEngine(TokenizerAccessors):
         max_delay_ms: float,
         max_queue_size: int,
         torch_threads: int,
+        prefix_cache_mib: int = 256,
     ) -> None:
         self._model = model.eval()
         self._tokenizer = tokenizer
@@ -56,6 +60,7 @@ class HFEngine(TokenizerAccessors):
         self._pad_id = self._tokens.pad_id(tokenizer)
         # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
         self._torch_threads = torch_threads
+        self._prefix_cache = PrefixCache(max_bytes=prefix_cache_mib * MiB) if prefix_cache_mib else None
         self._lock = asyncio.Lock()
         knobs = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_size": max_queue_size}
         self._continue = MicroBatcher[SegmentRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
@@ -104,7 +109,10 @@ class HFEngine(TokenizerAccessors):
                 eos_ids=self._tokens.eos_ids,
                 pad_id=self._pad_id,
                 context_window=self.context_window,
+                prefix_cache=self._prefix_cache,
             )
+        if self._prefix_cache is not None:
+            record_prefix_cache(self._weights.name, self._prefix_cache.stats)
         return [
             Continuation(
                 text=self.decode(g.token_ids),

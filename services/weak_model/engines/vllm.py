@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import NotReady, Overloaded
+from services.common.metrics import record_prefix_cache
+from services.decoding.prefix_cache import CacheStats
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
@@ -144,6 +146,7 @@ class VLLMEngine(TokenizerAccessors):
         self._seed = seed
         self._inflight = 0
         self._ids = itertools.count()
+        self._prefix_stats = CacheStats()
         self._supervisor = EngineSupervisor(
             "weak_model", self._start_llm, max_restarts=max_restarts, backoff_s=restart_backoff_s
         )
@@ -256,7 +259,17 @@ class VLLMEngine(TokenizerAccessors):
             raise NotReady("weak_model: the vLLM engine died; it is restarting (see the server log)") from None
         if final is None:
             raise RuntimeError(f"vLLM returned nothing for {request_id}")
+        self._count_cached(len(prompt_ids), final.num_cached_tokens or 0)
         return final
+
+    def _count_cached(self, prompt_tokens: int, cached: int) -> None:
+        """vLLM's prefix caching (on): how much of each prompt it found computed, as the hf engine's cache reports."""
+        stats = self._prefix_stats
+        stats.lookups += 1
+        stats.hits += cached > 0
+        stats.reused_tokens += cached
+        stats.prefix_tokens += prompt_tokens
+        record_prefix_cache(self._weights.name, stats)
 
     async def _continue_one(self, request: SegmentRequest) -> Continuation:
         budget = min(request.rule.tokens_needed, self.context_window - len(request.prefix_ids))

@@ -41,13 +41,18 @@ def policy() -> TransformersPolicy:
 
 
 async def _rollouts(
-    policy: TransformersPolicy, weak: WeakModelClient, schedule: HandoffSchedule, count: int = 32, seed: int = 7
+    policy: TransformersPolicy,
+    weak: WeakModelClient,
+    schedule: HandoffSchedule,
+    count: int = 32,
+    seed: int = 7,
+    overlap: bool = True,
 ) -> list[Rollout]:
     problems = toy.generate("train", count, seed=1)
     prompts = [policy.encode(toy.format_prompt(p.question)) for p in problems]
     options = RolloutOptions(schedule, max_new_tokens=80)
     rollouts = new_rollouts(prompts, options, policy.context_window, seed)
-    await run_tandem(rollouts, policy, weak, options)
+    await run_tandem(rollouts, policy, weak, options, overlap=overlap)
     return rollouts
 
 
@@ -86,6 +91,18 @@ async def test_same_seed_same_rollouts(policy: TransformersPolicy, weak: WeakMod
     assert [r.response_ids for r in first] == [r.response_ids for r in again]
     assert [r.authorship.authors for r in first] == [r.authorship.authors for r in again]
     assert [r.response_ids for r in first] != [r.response_ids for r in other]
+
+
+async def test_overlapped_and_lockstep_scheduling_write_the_same_rollouts(
+    policy: TransformersPolicy, weak: WeakModelClient
+) -> None:
+    # Other batches, other moments, cached prefixes or not: each rollout's segments are seeded by the rollout alone.
+    policy.prefix_cache.clear()
+    lockstep = await _rollouts(policy, weak, HandoffSchedule(), count=16, seed=5, overlap=False)
+    overlapped = await _rollouts(policy, weak, HandoffSchedule(), count=16, seed=5)
+    assert [r.response_ids for r in overlapped] == [r.response_ids for r in lockstep]
+    assert [r.authorship.authors for r in overlapped] == [r.authorship.authors for r in lockstep]
+    assert policy.prefix_cache.stats.reused_share > 0.5  # the policy fed mostly what the weak model added
 
 
 async def test_weak_tokens_get_no_gradient_at_lambda_zero(policy: TransformersPolicy, weak: WeakModelClient) -> None:

@@ -20,6 +20,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2
+from prometheus_client import REGISTRY
 
 from services.common.bundled_models import BUNDLED_STRONG
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2
@@ -43,14 +44,14 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_weak() -> AsyncIterator[RunningWeakModel]:
-    running = await serve_weak_model(engine="vllm", engine_restart_backoff_s=0.5)
+    running = await serve_weak_model(engine="vllm", engine_restart_backoff_s=0.5, model_name="weak-on-vllm")
     yield running
     await running.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def hf_weak() -> AsyncIterator[RunningWeakModel]:
-    running = await serve_weak_model(engine="hf")
+    running = await serve_weak_model(engine="hf", model_name="weak-on-hf")
     yield running
     await running.stop()
 
@@ -95,6 +96,20 @@ async def test_the_learners_tandem_workload_completes_on_vllm_as_on_hf(
     accuracy = [joint_accuracy(rollouts, policy) for rollouts in (on_vllm, on_hf)]
     print(f"weak share vllm {weak_share(on_vllm):.2f} hf {weak_share(on_hf):.2f}; joint accuracy {accuracy}")
     assert accuracy[0] == pytest.approx(accuracy[1], abs=0.25)
+    # Both engines find resent prefixes computed already (vLLM's prefix caching, in whole 16-token blocks; the hf
+    # engine's cache, to the token) and say so in the legibility_prefix_cache_* metrics.
+    shares = {}
+    for engine in (vllm_weak, hf_weak):
+        model = engine.app.engine.weights.name
+        lookups = REGISTRY.get_sample_value("legibility_prefix_cache_lookups_total", {"model": model})
+        reused = REGISTRY.get_sample_value("legibility_prefix_cache_tokens_total", {"model": model, "source": "reused"})
+        computed = REGISTRY.get_sample_value(
+            "legibility_prefix_cache_tokens_total", {"model": model, "source": "computed"}
+        )
+        assert lookups and reused and computed
+        shares[model] = reused / (reused + computed)
+    print(f"prefix tokens reused: {shares}")
+    assert shares["weak-on-hf"] > 0.4
 
 
 def continue_request(seed: int) -> weak_model_pb2.ContinueRequest:
