@@ -117,6 +117,42 @@ def _prefill_from_cache(
     return out.past_key_values, mask, out.logits[:, -1, :].float()
 
 
+def _prefill(
+    model: PreTrainedModel,
+    requests: Sequence[SegmentRequest],
+    reuse: Sequence[tuple[int, CachedPrefix | None]],
+    pad_id: int,
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """Prefill every row: rows that found their prefix cached apart from those that did not, so a short uncached
+    suffix is not padded to a whole prompt's length, then the two joined into one left-padded batch."""
+    hits = [i for i, (_, entry) in enumerate(reuse) if entry is not None]
+    misses = [i for i, (_, entry) in enumerate(reuse) if entry is None]
+    parts = []
+    if misses:
+        ids, mask, positions = _left_pad([requests[i].prefix_ids for i in misses], pad_id)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        parts.append((misses, out.past_key_values, mask, out.logits[:, -1, :].float()))
+    if hits:
+        parts.append((hits, *_prefill_from_cache(model, [requests[i] for i in hits], [reuse[i] for i in hits], pad_id)))
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2], parts[0][3]
+    width = max(mask.shape[1] for _, _, mask, _ in parts)
+    order = torch.argsort(torch.tensor([i for rows, _, _, _ in parts for i in rows]))  # back to request order
+    layers = []
+    for layer in range(len(parts[0][1].layers)):
+        keys = torch.cat([_left_pad_seq(cache.layers[layer].keys, width) for _, cache, _, _ in parts])
+        values = torch.cat([_left_pad_seq(cache.layers[layer].values, width) for _, cache, _, _ in parts])
+        layers.append((keys[order], values[order]))
+    mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for _, _, mask, _ in parts])
+    logits = torch.cat([logits for _, _, _, logits in parts])
+    return DynamicCache(ddp_cache_data=layers), mask[order], logits[order]
+
+
+def _left_pad_seq(states: torch.Tensor, width: int) -> torch.Tensor:
+    """``[batch, heads, tokens, dim]`` padded with zeros on the left of the token axis to ``width`` tokens."""
+    return torch.nn.functional.pad(states, (0, 0, width - states.shape[2], 0))
+
+
 def _snapshot(cache: DynamicCache, mask: torch.Tensor, slot: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One row's KV states at its real positions (copies: the batch tensors move on)."""
     real = mask[slot].bool()
@@ -153,12 +189,7 @@ def generate(
     reuse = (
         [(0, None)] * len(requests) if prefix_cache is None else [prefix_cache.lookup(r.prefix_ids) for r in requests]
     )
-    if any(entry is not None for _, entry in reuse):
-        cache, mask, logits = _prefill_from_cache(model, requests, reuse, pad_id)
-    else:
-        ids, mask, positions = _left_pad([r.prefix_ids for r in requests], pad_id)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+    cache, mask, logits = _prefill(model, requests, reuse, pad_id)
     next_position = torch.tensor([len(r.prefix_ids) for r in requests], dtype=torch.long)
     fed_count = [0] * len(rows)  # generated tokens of each row that are in the cache
 

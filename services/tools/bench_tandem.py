@@ -178,7 +178,14 @@ async def measure(
 
 
 async def bench_engine(
-    engine: str, policy: TransformersPolicy, prompts: list[list[int]], tokens: int, weak_model: Path, logs: Path
+    engine: str,
+    policy: TransformersPolicy,
+    prompts: list[list[int]],
+    tokens: int,
+    weak_model: Path,
+    logs: Path,
+    prefix_cache: bool = True,
+    repeats: int = 3,
 ) -> list[Measured]:
     """Solo then tandem against a weak-model service process on ``engine`` (warmed up by one tandem batch)."""
     metrics_port = free_port()
@@ -186,7 +193,8 @@ async def bench_engine(
         f"weak-model-{engine}",
         "services.weak_model",
         ["--engine", engine, "--model-path", str(weak_model), "--max-batch-size", "64",
-         "--metrics-port", str(metrics_port), "--drain-delay-s", "0", "--max-queue-size", "1024"],
+         "--metrics-port", str(metrics_port), "--drain-delay-s", "0", "--max-queue-size", "1024",
+         *([] if prefix_cache else ["--prefix-cache-mib", "0"])],
         logs,
         free_port(),
     )  # fmt: skip
@@ -197,7 +205,10 @@ async def bench_engine(
         try:
             weak = WeakModelClient(weak_model_pb2_grpc.WeakModelServiceStub(channel))
             await measure("tandem", engine, policy, weak, prompts[:8], tokens)  # warm-up: both authors, all paths
-            rows = [await measure(mode, engine, policy, weak, prompts, tokens, metrics_url) for mode in MODES]
+            rows = []
+            for mode in MODES:
+                runs = [await measure(mode, engine, policy, weak, prompts, tokens, metrics_url) for _ in range(repeats)]
+                rows.append(sorted(runs, key=lambda r: r.seconds)[len(runs) // 2])  # the median batch
         finally:
             await channel.close()
     finally:
@@ -245,15 +256,26 @@ def draw(result: BenchResult, path: Path) -> None:
 
 
 async def run_bench(
-    engines: list[str], prompts: int, max_new_tokens: int, policy_path: Path, weak_model: Path, logs: Path
+    engines: list[str],
+    prompts: int,
+    max_new_tokens: int,
+    policy_path: Path,
+    weak_model: Path,
+    logs: Path,
+    prefix_cache: bool = True,
+    repeats: int = 3,
 ) -> BenchResult:
     from services.tasks.toy import format_prompt, generate
 
     policy = TransformersPolicy.load(policy_path, torch_threads=1)
+    if not prefix_cache:
+        policy.prefix_cache.max_bytes = 0  # stores nothing: every segment prefills its whole prefix
     encoded = [policy.encode(format_prompt(p.question)) for p in generate("test", prompts)]
     result = BenchResult(prompts, max_new_tokens)
     for engine in engines:
-        result.rows += await bench_engine(engine, policy, encoded, max_new_tokens, weak_model, logs)
+        result.rows += await bench_engine(
+            engine, policy, encoded, max_new_tokens, weak_model, logs, prefix_cache, repeats
+        )
     return result
 
 
@@ -268,6 +290,11 @@ def bench_tandem(
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option(help="Draw seconds per batch, solo vs tandem, here.")] = None,
     logs: Annotated[Path, typer.Option(help="Where the weak-model services' logs go.")] = Path("runs/bench-logs"),
+    prefix_cache: Annotated[
+        bool,
+        typer.Option(help="The policy's and the hf weak engine's prefix KV caches (off: every prefix recomputed)."),
+    ] = True,
+    repeats: Annotated[int, typer.Option(min=1, help="Batches per mode; the median is reported.")] = 3,
 ) -> None:
     """Wall time of solo and word-handoff tandem rollouts of the same prompts; the tandem ÷ solo ratio last."""
     logging.basicConfig(level=logging.WARNING)
@@ -275,7 +302,7 @@ def bench_tandem(
     for name in engines:
         if name not in ("hf", "vllm"):
             raise typer.BadParameter("must be hf or vllm", param_hint="--engine")
-    result = asyncio.run(run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs))
+    result = asyncio.run(run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats))
     console = Console(width=max(Console().width, 130))
     console.print(table(result))
     if json_out is not None:

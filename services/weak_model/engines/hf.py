@@ -24,7 +24,7 @@ from services.common.batching import MicroBatcher
 from services.common.metrics import record_prefix_cache
 from services.common.settings import MiB
 from services.decoding import hf_loop
-from services.decoding.prefix_cache import PrefixCache
+from services.decoding.prefix_cache import CacheStats, PrefixCache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.weak_model.engine import (
@@ -61,6 +61,7 @@ class HFEngine(TokenizerAccessors):
         # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
         self._torch_threads = torch_threads
         self._prefix_cache = PrefixCache(max_bytes=prefix_cache_mib * MiB) if prefix_cache_mib else None
+        self._uncached = CacheStats()
         self._lock = asyncio.Lock()
         knobs = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_size": max_queue_size}
         self._continue = MicroBatcher[SegmentRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
@@ -113,6 +114,10 @@ class HFEngine(TokenizerAccessors):
             )
         if self._prefix_cache is not None:
             record_prefix_cache(self._weights.name, self._prefix_cache.stats)
+        else:  # no cache: every prefix token is computed, and the metrics say so
+            self._uncached.lookups += len(requests)
+            self._uncached.prefix_tokens += sum(len(r.prefix_ids) for r in requests)
+            record_prefix_cache(self._weights.name, self._uncached)
         return [
             Continuation(
                 text=self.decode(g.token_ids),

@@ -15,7 +15,8 @@ import pytest
 def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Path) -> None:
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     command = [sys.executable, "-m", "services.cli", "bench", "tandem", "--prompts", "6", "--max-new-tokens", "24"]
-    command += ["--engine", "hf", "--json-out", str(out), "--png", str(png), "--logs", str(tmp_path / "logs")]
+    command += ["--engine", "hf", "--repeats", "1", "--json-out", str(out), "--png", str(png)]
+    command += ["--logs", str(tmp_path / "logs")]
     shown = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
     result = json.loads(out.read_text())
