@@ -29,9 +29,9 @@ def _report(root: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: Path) -> None:
-    root = _demo(tmp_path)
+@pytest.mark.timeout(900)
+def test_quick_demo_writes_the_report_and_a_retraining_worker_gives_the_same_one(tmp_path: Path) -> None:
+    root = _demo(tmp_path / "in_process")
     (run_dir,) = (root / "runs").glob("run-*")
     # The report the learner stored as an artifact, fetched by the demo from the store.
     report = _report(root)
@@ -67,6 +67,7 @@ def test_quick_demo_runs_tandem_and_two_rounds_and_writes_the_report(tmp_path: P
             socket.create_connection((host, int(port)), timeout=1).close()
     redis_port = where["redis_url"].rsplit(":", 1)[1].split("/")[0]
     assert subprocess.run(["pgrep", "-f", f"redis-server.*:{redis_port}"], capture_output=True).returncode == 1
+    _check_queue_mode_gives(report, tmp_path / "queue")
 
 
 TIMINGS = ("_s", "_minutes", "wall_seconds")
@@ -85,11 +86,9 @@ def _without_timings(report: dict) -> dict:
     return report
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_retraining_worker_process_gives_the_same_report_as_in_process_retraining(tmp_path: Path) -> None:
-    in_process = _report(_demo(tmp_path / "in_process"))
-    root = _demo(tmp_path / "queue", "--retrain", "queue")
+def _check_queue_mode_gives(in_process: dict, out: Path) -> None:
+    """The same quick demo with `--retrain queue`: a worker process trains the rounds' verifiers, same report."""
+    root = _demo(out, "--retrain", "queue")
     queued = _report(root)
     assert _without_timings(queued) == _without_timings(in_process)
     assert [r["metrics"]["verifier_version"] for r in queued["rounds"]] == [2.0, 3.0]
