@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from threading import Thread
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -60,23 +59,12 @@ PREFIX_CACHE_TOKENS = Counter(
 )
 
 
-def record_prefix_cache(model: str, stats: Any) -> None:
-    """Bring the Prometheus counters up to a :class:`~services.decoding.prefix_cache.CacheStats` (cumulative)."""
-    seen = _PREFIX_CACHE_SEEN.setdefault(model, [0, 0, 0, 0])
-    now = [stats.lookups, stats.hits, stats.reused_tokens, stats.prefix_tokens - stats.reused_tokens]
-    counters = (
-        PREFIX_CACHE_LOOKUPS.labels(model),
-        PREFIX_CACHE_HITS.labels(model),
-        PREFIX_CACHE_TOKENS.labels(model, "reused"),
-        PREFIX_CACHE_TOKENS.labels(model, "computed"),
-    )
-    for i, counter in enumerate(counters):
-        if now[i] > seen[i]:
-            counter.inc(now[i] - seen[i])
-    _PREFIX_CACHE_SEEN[model] = now
-
-
-_PREFIX_CACHE_SEEN: dict[str, list[int]] = {}
+def count_prefix_cache(model: str, lookups: int, hits: int, reused_tokens: int, prefix_tokens: int) -> None:
+    """Add one batch's prefix-cache lookups to the counters (prefix tokens split into reused and computed)."""
+    PREFIX_CACHE_LOOKUPS.labels(model).inc(lookups)
+    PREFIX_CACHE_HITS.labels(model).inc(hits)
+    PREFIX_CACHE_TOKENS.labels(model, "reused").inc(reused_tokens)
+    PREFIX_CACHE_TOKENS.labels(model, "computed").inc(prefix_tokens - reused_tokens)
 
 
 @dataclass

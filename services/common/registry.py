@@ -167,7 +167,7 @@ class _ReconnectFlag:
         self.reconnected = True
 
 
-class _Backoff:
+class Backoff:
     """Exponential backoff with jitter: 0.1 s doubling to ~2 s, each delay drawn from [d/2, d]."""
 
     def __init__(self, base_s: float = _BACKOFF_BASE_S, cap_s: float = _BACKOFF_CAP_S) -> None:
@@ -232,7 +232,7 @@ class VersionRegistry:
         loop = asyncio.get_running_loop()
         last = after_version
         ignored: set[int] = set()  # lower versions already logged, so reconciling does not repeat the log
-        backoff = _Backoff()
+        backoff = Backoff()
         down_since: float | None = None
 
         def newer(raw: bytes | str | None, source: str) -> VersionRecord | None:

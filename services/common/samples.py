@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.common.artifacts import MANIFEST_NAME, SCHEME, ArtifactStore, StoredArtifact
+from services.common.artifacts import SCHEME, ArtifactStore, StoredArtifact
 from services.common.errors import ArtifactError, InvalidArgument
 
 SAMPLES_FILE = "samples.jsonl"
@@ -89,12 +89,12 @@ def load_samples(store: ArtifactStore, source: str) -> tuple[list[LabelledSample
     Returns the samples and the sha256 that pins them (manifest sha256, or the file's sha256).
     """
     if source.startswith(SCHEME):
-        path = store.resolve(source)
-        manifest = path / MANIFEST_NAME
-        if not manifest.is_file():
-            raise ArtifactError(f"{source}: no sample set stored there")
-        sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
-        store.verify(source, sha256)  # every file matches the manifest: nothing changed since it was stored
+        store.resolve(source)  # a malformed or escaping uri is refused as such
+        try:
+            sha256 = store.manifest_sha256(source)
+        except ArtifactError as error:
+            raise ArtifactError(f"{source}: no sample set stored there") from error
+        path = store.verify(source, sha256)  # every file matches the manifest: nothing changed since it was stored
         return read_jsonl(path / SAMPLES_FILE), sha256
     path = Path(source)
     if not path.is_file():

@@ -43,6 +43,16 @@ class CacheStats:
     """Tokens of every looked-up prefix: reused_tokens / prefix_tokens is the share not recomputed."""
     evictions: int = 0
 
+    def since(self, earlier: CacheStats) -> CacheStats:
+        """What happened between ``earlier`` (a copy of these stats) and now."""
+        return CacheStats(
+            self.lookups - earlier.lookups,
+            self.hits - earlier.hits,
+            self.reused_tokens - earlier.reused_tokens,
+            self.prefix_tokens - earlier.prefix_tokens,
+            self.evictions - earlier.evictions,
+        )
+
     @property
     def hit_rate(self) -> float:
         return self.hits / self.lookups if self.lookups else 0.0

@@ -254,14 +254,7 @@ def test_retraining_job_trains_and_publishes(cluster, tiny_samples: Path, tmp_pa
     argv += ["--samples", str(tiny_samples), *JOB_ARGS]
     done = subprocess.run(argv, env=env, cwd=workdir, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    client = redis.Redis(port=loopback.redis_port, password=password)
-    try:
-        record = json.loads(client.get("legibility:model:verifier:current"))
-    finally:
-        client.close()
-    assert record["version"] == 1
-    stored = Path(loopback.path(workload, "/artifacts"))
-    assert (stored / record["uri"].removeprefix("artifact://")).is_dir()
+    _assert_verifier_v1_published(loopback, password, workload)
 
 
 @pytest.mark.slow
@@ -302,6 +295,11 @@ def test_retraining_worker_passes_its_probes_and_serves_a_queued_request(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    _assert_verifier_v1_published(loopback, password, workload)
+
+
+def _assert_verifier_v1_published(loopback: Loopback, password: str, workload: Workload) -> None:
+    """The registry's current verifier is v1, and its checkpoint is in the workload's artifact volume."""
     client = redis.Redis(port=loopback.redis_port, password=password)
     try:
         record = json.loads(client.get("legibility:model:verifier:current"))

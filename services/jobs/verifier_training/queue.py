@@ -82,11 +82,11 @@ class RetrainQueue:
 
     async def failure(self, request_id: str) -> str | None:
         raw = await self.client.get(self.keys.failed(request_id))
-        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+        return None if raw is None else as_text(raw)
 
     async def status(self, request_id: str) -> dict[str, str]:
         raw = await self.client.hgetall(self.keys.status(request_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     async def wait(self, request_id: str, timeout_s: float, on_status: StatusCallback | None = None) -> RetrainResult:
         """The request's result; raises :class:`RetrainFailed` with the worker's error when it was dead-lettered,
@@ -109,5 +109,6 @@ class RetrainQueue:
             await asyncio.sleep(self.poll_s)
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the clients here do not decode responses)."""
     return value.decode() if isinstance(value, bytes) else value

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services.common.artifacts import ArtifactStore
-from services.common.registry import VersionRegistry
+from services.common.registry import Backoff, VersionRegistry
 from services.jobs.verifier_training.fulfil import already_published, train_for_request
-from services.jobs.verifier_training.queue import GROUP, KEEP_S, QueueKeys
+from services.jobs.verifier_training.queue import GROUP, KEEP_S, QueueKeys, as_text
 from services.jobs.verifier_training.requests import RetrainFailed, RetrainRequest, RetrainResult
 from services.jobs.verifier_training.worker_settings import WorkerSettings
 
@@ -75,7 +75,7 @@ class Worker:
         """Serve requests until :attr:`stopping` is set (a request in training is finished first)."""
         await self.ensure_group()
         log.info("worker %s reads %s (group %s)", self.settings.consumer, self.keys.stream, GROUP)
-        backoff = _Backoff()
+        backoff = Backoff(base_s=0.5, cap_s=10.0)
         while not self.stopping.is_set():
             try:
                 entry = await self._next()
@@ -83,7 +83,7 @@ class Worker:
                     await self.handle(*entry)
                 backoff.reset()
             except RedisError as error:  # Redis restarting: the entry stays pending, nothing is lost
-                delay = backoff.next()
+                delay = backoff.next_delay()
                 log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
@@ -96,15 +96,15 @@ class Worker:
         )
         if claimed[1]:
             entry_id, fields = claimed[1][0]
-            log.info("took over request entry %s (idle past %.0f s)", _text(entry_id), self.settings.claim_idle_s)
-            return _text(entry_id), _fields(fields)
+            log.info("took over request entry %s (idle past %.0f s)", as_text(entry_id), self.settings.claim_idle_s)
+            return as_text(entry_id), _fields(fields)
         read = await self.client.xreadgroup(
             GROUP, self.settings.consumer, {self.keys.stream: ">"}, count=1, block=int(self.settings.block_s * 1000)
         )
         if not read or not read[0][1]:
             return None
         entry_id, fields = read[0][1][0]
-        return _text(entry_id), _fields(fields)
+        return as_text(entry_id), _fields(fields)
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         request_id = fields.get("request_id", entry_id)
@@ -119,7 +119,7 @@ class Worker:
         attempt = await self._deliveries(entry_id)
         if attempt > self.settings.max_attempts:
             last = await self.client.hget(self.keys.status(request_id), "error")
-            error = _text(last) if last else f"its worker died {attempt - 1} times"
+            error = as_text(last) if last else f"its worker died {attempt - 1} times"
             await self._dead_letter(entry_id, request_id, fields, error, attempt - 1)
             return
         try:
@@ -207,24 +207,8 @@ class Worker:
         log.error("%s: dead-lettered after %d attempt(s): %s", request_id, attempts, error)
 
 
-class _Backoff:
-    def __init__(self) -> None:
-        self.delay = 0.5
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, 10.0)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = 0.5
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _fields(raw: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
+    return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
 def _dirname(request_id: str) -> str:

@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from services.common import model_loading
 from services.common.batching import MicroBatcher
-from services.common.metrics import record_prefix_cache
+from services.common.metrics import count_prefix_cache
 from services.common.settings import MiB
 from services.decoding import hf_loop
 from services.decoding.prefix_cache import CacheStats, PrefixCache
@@ -61,7 +61,6 @@ class HFEngine(TokenizerAccessors):
         # set_num_threads only reaches threads that start using torch afterwards: re-applied in each model call.
         self._torch_threads = torch_threads
         self._prefix_cache = PrefixCache(max_bytes=prefix_cache_mib * MiB) if prefix_cache_mib else None
-        self._uncached = CacheStats()
         self._lock = asyncio.Lock()
         knobs = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_size": max_queue_size}
         self._continue = MicroBatcher[SegmentRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
@@ -101,6 +100,7 @@ class HFEngine(TokenizerAccessors):
 
     async def _run_continue(self, requests: list[SegmentRequest]) -> list[Continuation]:
         async with self._lock:
+            before = replace(self._prefix_cache.stats) if self._prefix_cache is not None else None
             generated = await asyncio.to_thread(
                 self._in_thread,
                 hf_loop.generate,
@@ -112,12 +112,11 @@ class HFEngine(TokenizerAccessors):
                 context_window=self.context_window,
                 prefix_cache=self._prefix_cache,
             )
-        if self._prefix_cache is not None:
-            record_prefix_cache(self._weights.name, self._prefix_cache.stats)
-        else:  # no cache: every prefix token is computed, and the metrics say so
-            self._uncached.lookups += len(requests)
-            self._uncached.prefix_tokens += sum(len(r.prefix_ids) for r in requests)
-            record_prefix_cache(self._weights.name, self._uncached)
+            if self._prefix_cache is not None and before is not None:  # the lock keeps other batches out
+                done = self._prefix_cache.stats.since(before)
+            else:  # no cache: every prefix token is computed, and the metrics say so
+                done = CacheStats(len(requests), 0, 0, sum(len(r.prefix_ids) for r in requests))
+        count_prefix_cache(self._weights.name, done.lookups, done.hits, done.reused_tokens, done.prefix_tokens)
         return [
             Continuation(
                 text=self.decode(g.token_ids),

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import NotReady, Overloaded
-from services.common.metrics import record_prefix_cache
-from services.decoding.prefix_cache import CacheStats
+from services.common.metrics import count_prefix_cache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
@@ -146,7 +145,6 @@ class VLLMEngine(TokenizerAccessors):
         self._seed = seed
         self._inflight = 0
         self._ids = itertools.count()
-        self._prefix_stats = CacheStats()
         self._supervisor = EngineSupervisor(
             "weak_model", self._start_llm, max_restarts=max_restarts, backoff_s=restart_backoff_s
         )
@@ -264,12 +262,7 @@ class VLLMEngine(TokenizerAccessors):
 
     def _count_cached(self, prompt_tokens: int, cached: int) -> None:
         """vLLM's prefix caching (on): how much of each prompt it found computed, as the hf engine's cache reports."""
-        stats = self._prefix_stats
-        stats.lookups += 1
-        stats.hits += cached > 0
-        stats.reused_tokens += cached
-        stats.prefix_tokens += prompt_tokens
-        record_prefix_cache(self._weights.name, stats)
+        count_prefix_cache(self._weights.name, 1, int(cached > 0), cached, prompt_tokens)
 
     async def _continue_one(self, request: SegmentRequest) -> Continuation:
         budget = min(request.rule.tokens_needed, self.context_window - len(request.prefix_ids))
