@@ -57,22 +57,37 @@ class VerifierInput:
         """Padded ids, attention mask, and each row's read-out index (its EOS)."""
         if not pairs:
             raise ValueError("no pairs to encode")
-        rows = [self.ids(q, s) for q, s in pairs]
+        return self.pad([self.ids(q, s) for q, s in pairs], padding_side)
+
+    def pad(
+        self, rows: Sequence[Sequence[int]], padding_side: PaddingSide = "right"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows already encoded by :meth:`ids`, padded: ids, attention mask, and each row's read-out index."""
+        if not rows:
+            raise ValueError("no rows to pad")
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        readout = torch.full((len(rows),), width - 1, dtype=torch.long)
-        for i, row in enumerate(rows):
-            span = slice(0, len(row)) if padding_side == "right" else slice(width - len(row), width)
-            ids[i, span] = torch.tensor(row, dtype=torch.long)
-            mask[i, span] = 1
-            if padding_side == "right":
-                readout[i] = len(row) - 1
+        # Padded in Python, then one tensor each: a per-row tensor and slice assignment costs more than the rows.
+        gaps = [width - len(row) for row in rows]
+        if padding_side == "right":
+            padded = [[*row, *[self.pad_id] * gap] for row, gap in zip(rows, gaps, strict=True)]
+            masks = [[1] * (width - gap) + [0] * gap for gap in gaps]
+            readout = torch.tensor([len(row) - 1 for row in rows], dtype=torch.long)
+        else:
+            padded = [[*[self.pad_id] * gap, *row] for row, gap in zip(rows, gaps, strict=True)]
+            masks = [[0] * gap + [1] * (width - gap) for gap in gaps]
+            readout = torch.full((len(rows),), width - 1, dtype=torch.long)
+        ids = torch.tensor(padded, dtype=torch.long)
+        mask = torch.tensor(masks, dtype=torch.long)
         return ids, mask, readout
 
     def logits(self, model: Any, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """The classifier's logit at each pair's read-out, one batch (with gradients if the caller allows them)."""
         ids, mask, readout = self.encode(pairs)
+        return readout_logits(model, ids, mask, readout)
+
+    def row_logits(self, model: Any, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """:meth:`logits` of rows already encoded by :meth:`ids`."""
+        ids, mask, readout = self.pad(rows)
         return readout_logits(model, ids, mask, readout)
 
     @torch.inference_mode()

@@ -126,7 +126,7 @@ def make_app(
             model = get_model()  # read once: a hot swap never mixes versions within a response
             # Parsing tokenises every query: a large body does it off the event loop.
             items = await validate_sized(len(raw), parse, raw, model)
-            logits = [] if reward == "correctness" else await model.score([item.pair for item in items])
+            logits = [] if reward == "correctness" else await model.score([item.scorable for item in items])
             ITEMS.labels("get_reward").inc(len(items))
             reply = combine(reward, items, logits, model.prompts.task, model.weights.version)
             return web.json_response({"rewards": reply.rewards, "scores": reply.scores, "extra_logs": reply.extra_logs})

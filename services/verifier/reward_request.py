@@ -15,7 +15,7 @@ from typing import Any, Literal
 from services.common.errors import InvalidArgument
 from services.tasks.base import Task, stated_answer
 from services.tasks.prompts import PromptFormat, strip_end_tokens
-from services.verifier.model import Pair
+from services.verifier.model import Pair, Scorable
 from services.verifier.validation import TextWindow, check_pair
 
 RewardMode = Literal["verifier", "correctness", "correctness+verifier"]
@@ -27,6 +27,13 @@ class RewardItem:
 
     pair: Pair
     gold: str | None = None
+    ids: list[int] | None = None
+    """The pair's token ids as validated (None in ``correctness`` mode, which never scores it)."""
+
+    @property
+    def scorable(self) -> Scorable:
+        """What the verifier scores: the ids when validation encoded the pair, else the pair."""
+        return self.ids if self.ids is not None else self.pair
 
 
 def _string_list(body: dict[str, Any], field: str) -> list[str]:
@@ -104,8 +111,7 @@ def parse_reward_request(
         except ValueError as exc:
             raise InvalidArgument(f"prompts[{i}]", f"not a {prompts.task.name} prompt: {exc}") from None
         solution = query[len(prompt) :]
-        if mode != "correctness":
-            check_pair(f"query[{i}]", question, solution, window)
+        ids = None if mode == "correctness" else check_pair(f"query[{i}]", question, solution, window)
         gold = None if labels is None else gold_answer(prompts.task, labels[i])
-        items.append(RewardItem((question, solution), gold))
+        items.append(RewardItem((question, solution), gold, ids))
     return items

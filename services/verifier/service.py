@@ -54,8 +54,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     ) -> verifier_pb2.ScoreResponse:
         model = self.model
         check_version(request.min_version, model.weights.version)
-        pairs = await validate_sized(request.ByteSize(), validate_score, request, model, max_items=self.max_items)
-        scores = await model.score(pairs)
+        encoded = await validate_sized(request.ByteSize(), validate_score, request, model, max_items=self.max_items)
+        scores = await model.score(encoded)
         ITEMS.labels("Score").inc(len(scores))
         results = [verifier_pb2.ScoreResult(score=s, probability=probability(s)) for s in scores]
         return verifier_pb2.ScoreResponse(results=results, model=model.weights.message())

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from services.common.errors import InvalidArgument, VersionNotReached
 from services.common.genproto.legibility.v1 import verifier_pb2
-from services.verifier.model import Pair, StepsItem
+from services.verifier.model import StepsItem
 
 
 class TextWindow(Protocol):
@@ -26,8 +26,12 @@ class TextWindow(Protocol):
 
     def token_count(self, problem: str, solution: str) -> int: ...
 
-    def text_tokens(self, text: str) -> int:
-        """Tokens of ``text`` alone: 0 when the tokenizer knows none of its characters."""
+    def ids(self, problem: str, solution: str) -> list[int]:
+        """The pair's token ids as scored (``token_count`` of them)."""
+        ...
+
+    def has_tokens(self, text: str) -> bool:
+        """Whether ``text`` alone has any token (False when the tokenizer knows none of its characters)."""
         ...
 
     def step_ends(self, solution: str) -> list[int]: ...
@@ -46,8 +50,10 @@ def _check_batch(count: int, max_items: int) -> None:
         raise InvalidArgument("items", f"at most {max_items} items per request, got {count}")
 
 
-def check_pair(field: str, problem: str, solution: str, model: TextWindow) -> None:
-    """Raise InvalidArgument naming ``{field}.problem`` / ``{field}.solution`` if the pair cannot be scored."""
+def check_pair(field: str, problem: str, solution: str, model: TextWindow) -> list[int]:
+    """The pair's token ids; raises InvalidArgument naming ``{field}.problem`` / ``.solution`` if it cannot be scored.
+
+    The pair is tokenised once; the problem alone only when the pair overflows, to say which field is too long."""
     if not problem.strip():
         raise InvalidArgument(f"{field}.problem", "must not be empty")
     if not solution.strip():
@@ -60,23 +66,23 @@ def check_pair(field: str, problem: str, solution: str, model: TextWindow) -> No
                 f"{field}.{name}", f"{size} characters cannot fit the {window}-token context window (at most {limit})"
             )
     for name, text in (("problem", problem), ("solution", solution)):
-        if model.text_tokens(text) == 0:  # a lossy tokenizer dropped every character: nothing would be scored
+        if not model.has_tokens(text):  # a lossy tokenizer dropped every character: nothing would be scored
             raise InvalidArgument(f"{field}.{name}", "has no tokens the verifier knows")
+    ids = model.ids(problem, solution)
+    if len(ids) <= window:
+        return ids
     if (tokens := model.token_count(problem, "")) >= window:
         raise InvalidArgument(f"{field}.problem", f"{tokens} tokens leave no room in the {window}-token context window")
-    if (tokens := model.token_count(problem, solution)) > window:
-        raise InvalidArgument(
-            f"{field}.solution",
-            f"problem and solution are {tokens} tokens, more than the {window}-token context window",
-        )
+    raise InvalidArgument(
+        f"{field}.solution",
+        f"problem and solution are {len(ids)} tokens, more than the {window}-token context window",
+    )
 
 
-def validate_score(request: verifier_pb2.ScoreRequest, model: TextWindow, *, max_items: int) -> list[Pair]:
-    """The pairs of a valid Score request; raises InvalidArgument on the first bad field."""
+def validate_score(request: verifier_pb2.ScoreRequest, model: TextWindow, *, max_items: int) -> list[list[int]]:
+    """The token ids of each pair of a valid Score request; raises InvalidArgument on the first bad field."""
     _check_batch(len(request.items), max_items)
-    for i, item in enumerate(request.items):
-        check_pair(f"items[{i}]", item.problem, item.solution, model)
-    return [(item.problem, item.solution) for item in request.items]
+    return [check_pair(f"items[{i}]", item.problem, item.solution, model) for i, item in enumerate(request.items)]
 
 
 def validate_score_steps(

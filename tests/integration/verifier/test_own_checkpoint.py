@@ -181,12 +181,16 @@ async def test_cli_serves_a_qwen2_classifier_with_task_flags(qwen2) -> None:
         assert await server.terminate() == 0
 
 
-def test_only_a_lossy_tokenizer_pays_for_the_no_known_token_check(qwen2: Path) -> None:
-    """Byte-level BPE gives every text a token: the check skips re-tokenising; the bundled tokenizer drops 'é'."""
+def test_the_no_known_token_check_tokenises_only_texts_without_a_token_character(qwen2: Path) -> None:
+    """Byte-level BPE gives every text a token and so does a one-character token; the bundled tokenizer drops 'é'."""
     from services.common.bundled_models import BUNDLED_VERIFIER
     from services.verifier.model import load_verifier
 
     own, bundled = load_verifier(qwen2), load_verifier(BUNDLED_VERIFIER)
     assert own._lossless and not bundled._lossless
-    assert (own.text_tokens("ééé∑"), own.text_tokens("")) == (1, 0)
-    assert (bundled.text_tokens("ééé∑"), bundled.text_tokens("ab")) == (0, 2)
+    assert (own.has_tokens("ééé∑"), own.has_tokens("")) == (True, False)
+    assert (bundled.has_tokens("ééé∑"), bundled.has_tokens("ab"), bundled.has_tokens("éa")) == (False, True, True)
+    encoded: list[str] = []
+    bundled._tokenizer.encode = lambda text, **kwargs: encoded.append(text) or []  # type: ignore[method-assign]
+    assert (bundled.has_tokens("ab"), bundled.has_tokens("éé")) == (True, False)
+    assert encoded == ["éé"]  # the text with a token character was answered without tokenising

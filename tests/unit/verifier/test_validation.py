@@ -26,11 +26,14 @@ class CharWindow:
         self.counted = []
 
     def token_count(self, problem: str, solution: str) -> int:
-        self.counted.append(len(problem) + len(solution))
-        return len(problem) + 1 + len(solution) + 1
+        return len(self.ids(problem, solution))
 
-    def text_tokens(self, text: str) -> int:
-        return sum(character.isascii() for character in text)  # a tokenizer that drops what it does not know
+    def ids(self, problem: str, solution: str) -> list[int]:
+        self.counted.append(len(problem) + len(solution))
+        return [ord(c) for c in f"{problem}\n{solution}"] + [0]
+
+    def has_tokens(self, text: str) -> bool:
+        return any(character.isascii() for character in text)  # a tokenizer that drops what it does not know
 
     def step_ends(self, solution: str) -> list[int]:
         return step_ends(solution)
@@ -68,9 +71,11 @@ def steps(*items: tuple[str, str, list[int]]) -> verifier_pb2.ScoreStepsRequest:
     )
 
 
-def test_valid_requests_become_pairs_and_steps_items() -> None:
+def test_valid_requests_become_token_ids_and_steps_items() -> None:
     request = verifier_pb2.ScoreRequest(items=[verifier_pb2.ScoreItem(problem="Q?", solution="1+1=2.\n#### 2")])
-    assert validate_score(request, CharWindow(), max_items=4) == [("Q?", "1+1=2.\n#### 2")]
+    window = CharWindow()
+    assert validate_score(request, window, max_items=4) == [[ord(c) for c in "Q?\n1+1=2.\n#### 2"] + [0]]
+    assert window.counted == [len("Q?") + len("1+1=2.\n#### 2")]  # tokenised once
     items = validate_score_steps(steps(("Q?", "1+1=2.\n#### 2", []), ("Q?", "abc", [1, 3])), CharWindow(), max_items=4)
     assert items == [StepsItem("Q?", "1+1=2.\n#### 2", ()), StepsItem("Q?", "abc", (1, 3))]
     assert [item.ends(CharWindow().step_ends) for item in items] == [[7, 13], [1, 3]]
