@@ -135,4 +135,22 @@ class PromptFormat:
         """Token ids of a rendered prompt or verifier text (see the module docstring for special tokens)."""
         if self.tokenizer is None:
             raise ValueError("encoding needs a tokenizer")
+        if self._backend is not None:
+            return self._backend.encode(text, add_special_tokens=not self.uses_chat).ids
         return list(self.tokenizer.encode(text, add_special_tokens=not self.uses_chat))
+
+    @cached_property
+    def _backend(self) -> Any | None:
+        """The fast tokenizer's Rust ``Tokenizer`` when it encodes exactly as the transformers wrapper, else None.
+
+        On the request path the wrapper's Python (BatchEncoding, conversions) costs several times the encoding of a
+        short text; checked on a probe once, so a tokenizer whose wrapper adds tokens itself keeps the wrapper."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        probe = "Tom has 3 apples and buys 12 more.\n3+12=15.\n#### 15 é∑"
+        special = not self.uses_chat
+        same = backend.encode(probe, add_special_tokens=special).ids == list(
+            self.tokenizer.encode(probe, add_special_tokens=special)
+        )
+        return backend if same else None

@@ -19,6 +19,8 @@ each level is bounded by ``--requests`` and ``--duration``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -242,6 +244,46 @@ async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
     return raw, rows
 
 
+def to_json(config: BenchConfig, raw: Row, rows: list[Row]) -> dict[str, object]:
+    """The run as JSON: the machine, the settings, every row with its ratio to raw (None where skipped)."""
+    settings = {k: os.path.relpath(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+    measured = []
+    for row in [raw, *rows]:
+        ratio = None if row.scores_per_s is None or row is raw else round(row.scores_per_s / raw.scores_per_s, 3)
+        measured.append({**dataclasses.asdict(row), "ratio_vs_raw": ratio})
+    return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "config": settings, "rows": measured}
+
+
+def draw(raw: Row, rows: list[Row], path: Path, title: str) -> None:
+    """Scores/s by concurrent clients (one line per items/request), raw and vLLM /classify as reference marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 3.8))
+    axis.axhline(raw.scores_per_s or 0, color="black", linestyle="--", label=f"raw forward ({raw.scores_per_s:.0f})")
+    for mode, marker in (("service gRPC Score", "o"), ("vLLM /classify", "s")):
+        for items in sorted({r.items_per_request for r in rows if r.mode == mode}):
+            points = [r for r in rows if r.mode == mode and r.items_per_request == items and r.scores_per_s]
+            if points:
+                xs, ys = [r.clients for r in points], [r.scores_per_s for r in points]
+                axis.plot(xs, ys, marker=marker, label=f"{mode}, {items} item(s)/request")
+                for x, y in zip(xs, ys, strict=True):
+                    axis.annotate(f"{y / raw.scores_per_s:.2f}", (x, y), textcoords="offset points", xytext=(4, 4))
+    axis.set_xscale("log", base=2)
+    clients = sorted({r.clients for r in rows})
+    axis.set_xticks(clients, [str(c) for c in clients])
+    axis.set_xlabel("concurrent clients")
+    axis.set_ylabel("scores / s (label: ratio to raw)")
+    axis.set_ylim(bottom=0)
+    axis.set_title(title, fontsize="small")
+    axis.legend(fontsize="x-small", loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def table(raw: Row, rows: list[Row], title: str) -> Table:
     out = Table(title=title)
     for name in ("mode", "clients", "items/request", "scores/s", "ratio vs raw", "failed"):
@@ -268,6 +310,8 @@ def bench_verifier(
     max_delay_ms: Annotated[float, typer.Option(min=0, help="The service's batching delay.")] = DEFAULTS.max_delay_ms,
     torch_threads: Annotated[int, typer.Option(min=1, help="torch threads (raw and service).")] = 1,
     vllm: Annotated[bool, typer.Option(help="Also measure vLLM's pooling server (/classify).")] = True,
+    json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Draw scores/s by clients, with raw and vLLM, here.")] = None,
 ) -> None:
     """Scores/s of raw forward passes vs the verifier service at 1, 8 and 64 clients, and vLLM's /classify."""
     logging.basicConfig(level=logging.WARNING)
@@ -286,3 +330,7 @@ def bench_verifier(
         f"{torch_threads} torch thread(s), {os.cpu_count()} CPUs"
     )
     Console(width=max(Console().width, 110)).print(table(raw, rows, title))
+    if json_out is not None:
+        json_out.write_text(json.dumps(to_json(config, raw, rows), indent=2) + "\n")
+    if png is not None:
+        draw(raw, rows, png, title)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from services.tools.bench_verifier import BenchConfig, Row, run_bench, table
+from services.tools.bench_verifier import BenchConfig, Row, draw, run_bench, table, to_json
 
 
 @pytest.mark.slow
-async def test_every_row_measures_scores_per_second_and_a_ratio_to_raw() -> None:
+async def test_every_row_measures_scores_per_second_and_a_ratio_to_raw(tmp_path: Path) -> None:
     config = BenchConfig(requests=40, duration_s=5.0, vllm=False)
     raw, rows = await run_bench(config)
+    saved = json.loads(json.dumps(to_json(config, raw, rows)))
+    assert [r["mode"] for r in saved["rows"]] == ["raw forward"] + ["service gRPC Score"] * 4
+    assert saved["rows"][0]["ratio_vs_raw"] is None
+    assert saved["rows"][3]["ratio_vs_raw"] == pytest.approx(rows[2].scores_per_s / raw.scores_per_s, abs=1e-3)
+    draw(raw, rows, tmp_path / "bench.png", "bench")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert raw.scores_per_s is not None and raw.scores_per_s > 0
     assert [(r.clients, r.items_per_request) for r in rows] == [(1, 1), (8, 1), (64, 1), (64, 8)]
     for row in rows:
