@@ -7,6 +7,7 @@ a mismatch with ``expected_sha256`` (or with the registry record) refuses them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,17 +36,22 @@ class WeightsInfo:
     tokenizer_sha256: str = ""  # services.decoding.tokens.tokenizer_sha256; "" where the service has not set it
 
     def message(self) -> common_pb2.ModelInfo:
-        """The ``ModelInfo`` every inference response carries."""
-        loaded_at = Timestamp()
-        loaded_at.FromDatetime(self.loaded_at)
+        """The ``ModelInfo`` every inference response carries (a fresh message; the caller may change it)."""
         return common_pb2.ModelInfo(
             name=self.name,
             version=self.version,
             sha256=self.sha256,
-            loaded_at=loaded_at,
+            loaded_at=self._loaded_at_message,
             uri=self.uri,
             tokenizer_sha256=self.tokenizer_sha256,
         )
+
+    @functools.cached_property
+    def _loaded_at_message(self) -> Timestamp:
+        """Converted once: FromDatetime was a measurable share of a one-item Score call (the message copies it)."""
+        loaded_at = Timestamp()
+        loaded_at.FromDatetime(self.loaded_at)
+        return loaded_at
 
 
 @dataclass(frozen=True)
