@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -50,6 +50,25 @@ def _store_settings(redis_url: str | None, artifact_root: Path | None = None) ->
     if artifact_root is not None:
         overrides["artifact_root"] = artifact_root
     return StoreSettings(**overrides)
+
+
+@app.command("build-checkpoint")
+def build_checkpoint_command(
+    folder: Annotated[Path, typer.Argument(help="Where to save the checkpoint (created).")],
+    family: Annotated[Literal["qwen2", "llama"], typer.Option(help="Model family.")] = "qwen2",
+    kind: Annotated[
+        Literal["causal", "classifier"], typer.Option(help="causal (weak model, policy) or classifier (verifier).")
+    ] = "causal",
+    shape: Annotated[
+        Literal["tiny", "qwen2-0.5b"], typer.Option(help="tiny (tests) or qwen2-0.5b (GPU throughput).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option(help="Random initialisation seed.")] = 0,
+) -> None:
+    """A random-initialised checkpoint and a tokenizer trained here (no download): real shapes for GPU benches."""
+    from services.tools.random_checkpoint import build_checkpoint
+
+    build_checkpoint(folder, family, kind, seed, shape)
+    typer.echo(f"saved a random {shape} {family} {kind} checkpoint in {folder}")
 
 
 @app.command()

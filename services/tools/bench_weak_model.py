@@ -14,8 +14,10 @@ other (never two on the CPU at once), and the run is bounded: ``--requests`` and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import itertools
+import json
 import logging
 import os
 import time
@@ -38,6 +40,9 @@ class Measured:
     requests: int
     tokens: int
     seconds: float
+    engine: str = ""
+    """The service's engine; "" for the raw run."""
+    clients: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -123,7 +128,7 @@ async def measure_service(
             done, tokens = await _drive(stub, request, prompts, clients, max(requests, clients), started + duration)
             seconds = time.perf_counter() - started
             label = f"service, engine {engine}, {clients} client{'s' if clients > 1 else ''}"
-            results.append(Measured(label, done, tokens, seconds))
+            results.append(Measured(label, done, tokens, seconds, engine, clients))
             log.info("%s: %d requests, %d tokens in %.1f s", label, done, tokens, seconds)
     finally:
         await channel.close()
@@ -162,6 +167,43 @@ def table(raw: Measured, rows: list[Measured], title: str) -> Table:
     return out
 
 
+def to_json(raw: Measured, rows: list[Measured], settings: dict[str, object]) -> dict[str, object]:
+    """The run as JSON: the machine, the settings, every row with tokens/s and its ratio to raw."""
+    measured = []
+    for row in [raw, *rows]:
+        ratio = None if row is raw or not raw.tokens_per_s else round(row.tokens_per_s / raw.tokens_per_s, 3)
+        measured.append({**dataclasses.asdict(row), "tokens_per_s": row.tokens_per_s, "ratio_vs_raw": ratio})
+    return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "settings": settings, "rows": measured}
+
+
+def draw(raw: Measured, rows: list[Measured], path: Path, title: str) -> None:
+    """Tokens/s by concurrent clients, one line per engine, raw AsyncLLM as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 3.8))
+    axis.axhline(raw.tokens_per_s, color="black", linestyle="--", label=f"raw AsyncLLM ({raw.tokens_per_s:.0f})")
+    for engine in dict.fromkeys(r.engine for r in rows):
+        points = [r for r in rows if r.engine == engine]
+        xs, ys = [r.clients for r in points], [r.tokens_per_s for r in points]
+        axis.plot(xs, ys, marker="o", label=f"service, engine {engine}")
+        for x, y in zip(xs, ys, strict=True):
+            axis.annotate(f"{y / raw.tokens_per_s:.2f}", (x, y), textcoords="offset points", xytext=(4, 4))
+    clients = sorted({r.clients for r in rows})
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(clients, [str(c) for c in clients])
+    axis.set_xlabel("concurrent clients (one item per Continue)")
+    axis.set_ylabel("tokens / s (label: ratio to raw)")
+    axis.set_ylim(bottom=0)
+    axis.set_title(title, fontsize="small")
+    axis.legend(fontsize="x-small", loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 async def run_bench(
     model: Path, prompts: int, max_new_tokens: int, levels: list[int], requests: int, duration: float, hf: bool
 ) -> tuple[Measured, list[Measured]]:
@@ -183,6 +225,8 @@ def bench_weak_model(
     requests: Annotated[int, typer.Option(min=1, help="Requests per level (the raw run: as many at once).")] = 256,
     duration: Annotated[float, typer.Option(min=0.1, help="Most seconds per level (a level stops after it).")] = 30.0,
     hf: Annotated[bool, typer.Option(help="Also measure the service with the transformers engine.")] = False,
+    json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Draw tokens/s by clients, with the raw line, here.")] = None,
 ) -> None:
     """Tokens/s of vLLM alone vs the weak-model service's Continue at 1, 8 and 64 concurrent clients."""
     logging.basicConfig(level=logging.WARNING)
@@ -191,3 +235,9 @@ def bench_weak_model(
     raw, rows = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, requests, duration, hf))
     title = f"weak-model throughput: {prompts} toy test prompts, greedy, max_new_tokens {max_new_tokens}, {model.name}"
     Console(width=max(Console().width, 110)).print(table(raw, rows, title))
+    if json_out is not None:
+        settings = {"model": os.path.relpath(model), "prompts": prompts, "max_new_tokens": max_new_tokens}
+        settings |= {"clients": levels, "requests": requests, "duration_s": duration}
+        json_out.write_text(json.dumps(to_json(raw, rows, settings), indent=2) + "\n")
+    if png is not None:
+        draw(raw, rows, png, title)
