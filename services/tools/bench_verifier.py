@@ -72,6 +72,8 @@ class BenchConfig:
     max_batch_size: int = DEFAULTS.max_batch_size
     max_delay_ms: float = DEFAULTS.max_delay_ms
     torch_threads: int = DEFAULTS.torch_threads
+    device: str = DEFAULTS.device
+    """auto, cpu or cuda: raw and the service alike."""
     vllm: bool = True
 
 
@@ -88,7 +90,9 @@ def measure_raw(
     is given and checked against)."""
     from services.verifier.model import load_verifier
 
-    model = load_verifier(config.model, max_batch_size=config.max_batch_size, torch_threads=config.torch_threads)
+    model = load_verifier(
+        config.model, max_batch_size=config.max_batch_size, torch_threads=config.torch_threads, device=config.device
+    )
     batch = [pairs[i % len(pairs)] for i in range(config.max_batch_size)]
     reference = model.forward(pairs)  # also the warm-up
     scored, started = 0, time.perf_counter()
@@ -132,6 +136,7 @@ async def measure_service(config: BenchConfig) -> list[Row]:
     flags = ["--model-path", str(config.model), "--no-metrics-enabled", "--no-http-enabled", "--drain-delay-s", "0"]
     flags += ["--log-level", "WARNING", "--max-batch-size", str(config.max_batch_size)]
     flags += ["--max-delay-ms", str(config.max_delay_ms), "--torch-threads", str(config.torch_threads)]
+    flags += ["--device", config.device]
     flags += ["--max-queue-size", str(max(1024, 64 * 8 * 2))]
     with tempfile.TemporaryDirectory(prefix="bench-verifier-") as logs:
         service = ServiceProcess("verifier", "services.verifier", flags, Path(logs), free_port())
@@ -309,6 +314,7 @@ def bench_verifier(
     max_batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass (raw and service).")] = 64,
     max_delay_ms: Annotated[float, typer.Option(min=0, help="The service's batching delay.")] = DEFAULTS.max_delay_ms,
     torch_threads: Annotated[int, typer.Option(min=1, help="torch threads (raw and service).")] = 1,
+    device: Annotated[str, typer.Option(help="auto (the GPU when torch sees one), cpu or cuda.")] = "auto",
     vllm: Annotated[bool, typer.Option(help="Also measure vLLM's pooling server (/classify).")] = True,
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option(help="Draw scores/s by clients, with raw and vLLM, here.")] = None,
@@ -322,6 +328,7 @@ def bench_verifier(
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
         torch_threads=torch_threads,
+        device=device,
         vllm=vllm,
     )
     raw, rows = asyncio.run(run_bench(config))

@@ -63,6 +63,7 @@ async def load_model(settings: VerifierSettings, weights: VerifiedWeights) -> Ve
         max_queue_size=settings.max_queue_size,
         torch_threads=settings.torch_threads,
         prompts=settings.prompt_format,
+        device=settings.device,
     )
     await model.start()
     return model

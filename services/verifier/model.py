@@ -224,21 +224,32 @@ def load_verifier(
     max_queue_size: int = 1024,
     torch_threads: int = 1,
     prompts: Callable[[PreTrainedTokenizerBase], PromptFormat] | None = None,
+    device: str = "cpu",
 ) -> VerifierModel:
     """Load ``path`` once (float32, eval mode, no gradients) into a VerifierModel (not started yet).
 
     ``describe(loaded_at)`` says what responses report; by default the plain path, version 0, its manifest sha256
     (the tokenizer's hash is added either way). ``prompts(tokenizer)`` gives the task's prompt format for the
-    checkpoint's tokenizer; by default the toy task, chat template when the tokenizer has one.
+    checkpoint's tokenizer; by default the toy task, chat template when the tokenizer has one. ``device``: a torch
+    device, or ``auto`` for the GPU when torch sees one.
     """
     torch.set_num_threads(torch_threads)
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
     model.requires_grad_(False)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     if model.config.num_labels != 1:
         raise ValueError(f"{path}: a verifier has one output (num_labels=1), this has {model.config.num_labels}")
-    log.info("loaded verifier %s (%d parameters) with %d torch threads", path, model.num_parameters(), torch_threads)
+    log.info(
+        "loaded verifier %s (%d parameters) on %s, %d torch threads",
+        path,
+        model.num_parameters(),
+        device,
+        torch_threads,
+    )
     loaded_at = datetime.now(UTC)
     if describe is None:
         weights = WeightsInfo("verifier", 0, directory_sha256(path), loaded_at, str(path))

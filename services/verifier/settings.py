@@ -36,6 +36,8 @@ class VerifierSettings(ServerSettings, ModelSourceSettings, TaskSettings):
     """Most pairs waiting; past it, RESOURCE_EXHAUSTED at once. Also the most pairs one request may hold."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads for the forward passes."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the forward passes run: ``auto`` is the GPU when torch sees one (weights in float32 either way)."""
     http_reward: Literal["verifier", "correctness", "correctness+verifier"] = "verifier"
     """What /get_reward returns as ``rewards``: verifier (the score, a logit), correctness (1 or 0: the task's checker
     against each request label's final answer, or the label itself when it states none; labels required), or
