@@ -4,7 +4,8 @@ On the same prompts (the toy task's test problems), greedy, no boundary, a fixed
 
 1. raw: vLLM's ``AsyncLLM`` in this process, configured as the service configures it, as many continuations as
    one service level sends, all submitted at once — the most the engine gives;
-2. the service on loopback (engine vllm; optionally also hf), Continue with one item per request from 1, 8 and 64
+2. the service (``python -m services.weak_model``, a separate process) on loopback (engine vllm; optionally also
+   hf), Continue with one item per request from 1, 8 and 64
    concurrent clients, each level bounded by a request count and a duration.
 
 It prints generated tokens per second and the ratio service / raw side by side. The engines run one after the
@@ -32,6 +33,9 @@ from rich.table import Table
 from services.common.bundled_models import BUNDLED_WEAK
 
 log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 240.0
+"""A vLLM engine's first start takes ~35 s on 2 CPU cores; a service process imports and warms up too."""
 
 
 @dataclass(frozen=True)
@@ -94,24 +98,27 @@ async def measure_raw(model: Path, prompts: list[str], max_new_tokens: int, max_
 async def measure_service(
     engine: str, model: Path, prompts: list[str], max_new_tokens: int, levels: list[int], requests: int, duration: float
 ) -> list[Measured]:
-    """The service on loopback: Continue (one item per request) from each number of concurrent clients."""
+    """The service, ``python -m services.weak_model`` in a subprocess on loopback (so the clients do not share its
+    GIL, as in production), driven by Continue (one item per request) from each number of concurrent clients."""
+    import tempfile
+
     from services.common.client import open_channel
     from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
-    from services.weak_model.app import start_weak_model
-    from services.weak_model.settings import WeakModelSettings
+    from services.common.processes import ServiceProcess, free_port
+    from services.weak_model.service import SERVICE_NAME
 
-    settings = WeakModelSettings(
-        port=0,
-        metrics_enabled=False,
-        drain_delay_s=0.0,
-        model_path=model,
-        engine=engine,  # type: ignore[arg-type]
-        max_batch_size=max(levels),
-        max_queue_size=max(256, max(levels)),
-        max_new_tokens_cap=max(256, max_new_tokens),
-    )
-    app = await start_weak_model(settings)
-    channel = open_channel(f"127.0.0.1:{app.server.port}")
+    flags = ["--model-path", str(model), "--engine", engine, "--no-metrics-enabled", "--drain-delay-s", "0"]
+    flags += ["--log-level", "WARNING", "--max-batch-size", str(max(levels))]
+    flags += ["--max-queue-size", str(max(256, max(levels))), "--max-new-tokens-cap", str(max(256, max_new_tokens))]
+    logs = tempfile.TemporaryDirectory(prefix="bench-weak-model-")
+    service = ServiceProcess(f"weak-model-{engine}", "services.weak_model", flags, Path(logs.name), free_port())
+    try:
+        await service.wait_serving(SERVICE_NAME, START_TIMEOUT_S)
+    except BaseException:
+        service.stop(grace_s=10)
+        logs.cleanup()
+        raise
+    channel = open_channel(service.target)
     stub = weak_model_pb2_grpc.WeakModelServiceStub(channel)
 
     def request(prompt: str) -> Any:
@@ -132,7 +139,8 @@ async def measure_service(
             log.info("%s: %d requests, %d tokens in %.1f s", label, done, tokens, seconds)
     finally:
         await channel.close()
-        await app.stop()
+        service.stop(grace_s=30)
+        logs.cleanup()
     return results
 
 
