@@ -64,6 +64,8 @@ async def load_model(settings: VerifierSettings, weights: VerifiedWeights) -> Ve
         torch_threads=settings.torch_threads,
         prompts=settings.prompt_format,
         device=settings.device,
+        engine=settings.engine,
+        vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
     )
     await model.start()
     return model

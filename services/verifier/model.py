@@ -5,13 +5,14 @@ hot swap replaces the whole object: requests keep the object they started with a
 encoded by the task's :class:`~services.tasks.verifier_input.VerifierInput` (for the toy task exactly as the
 bundled verifier was trained: problem, newline, solution, EOS as the read-out, right-padded); the score is the logit
 at each row's read-out, taken explicitly so that PAD == EOS tokenizers score right. Forward passes run in a worker
-thread so the event loop (health checks, admission) stays responsive.
+thread (hf) or in vLLM's engine-core process (vllm), so the event loop (health checks, admission) stays responsive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import directory_sha256
@@ -30,6 +37,7 @@ from services.decoding.tokens import DECODE, context_window, max_text_chars, tok
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask
 from services.tasks.verifier_input import VerifierInput
+from services.verifier.scorers import RowScorer, TorchScorer, VllmScorer
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +46,6 @@ Pair = tuple[str, str]
 
 Scorable = Pair | list[int]
 """A pair, or its token ids (:meth:`VerifierModel.ids`) when request validation has already encoded it."""
-
-FORWARD_ROWS = 16
-"""Most pairs per torch forward call; a micro-batch of more is scored in length-sorted chunks of this many."""
 
 
 @dataclass(frozen=True)
@@ -70,29 +75,28 @@ class VerifierModel:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        scorer: Callable[[VerifierInput], RowScorer],
+        config: PretrainedConfig,
         tokenizer: PreTrainedTokenizerBase,
         weights: WeightsInfo,
         *,
         max_batch_size: int,
         max_delay_ms: float,
         max_queue_size: int,
-        torch_threads: int,
         prompts: PromptFormat | None = None,
     ) -> None:
-        self._model = model.eval()
         self._tokenizer = tokenizer
         self.prompts = prompts or PromptFormat(ToyTask(), tokenizer)
         self._input = VerifierInput(self.prompts)
+        self._scorer = scorer(self._input)
         self._weights = weights
-        self._context_window = context_window(model.config, tokenizer)
+        self._context_window = context_window(config, tokenizer)
         pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], **DECODE)
         self._max_text_chars = max_text_chars(pieces, self._context_window)
         probe = "é∑\u2603 x"  # characters a lossy tokenizer drops (the bundled one does)
         self._lossless = tokenizer.decode(tokenizer.encode(probe, add_special_tokens=False)) == probe
         # A character that is a token by itself is never dropped: a text holding one has tokens, without encoding it.
         self._token_chars = frozenset(piece for piece in pieces if len(piece) == 1)
-        self._torch_threads = torch_threads
         self._batcher = MicroBatcher[Scorable, float](
             "verifier.score",
             self._run_batch,
@@ -165,26 +169,25 @@ class VerifierModel:
         except TimeoutError:
             log.warning("verifier %s: calls still in flight after %.1fs", self._weights.uri, grace_s)
         await self._batcher.stop()
+        await self._scorer.close()
 
-    @torch.inference_mode()
+    @property
+    def engine(self) -> str:
+        """``hf`` or ``vllm``: what runs the forward passes."""
+        return self._scorer.engine
+
     def forward(self, pairs: Sequence[Scorable]) -> list[float]:
-        """The logit of each pair (or encoded pair) from batched forward passes (blocking; callers off the event loop).
+        """The logit of each pair (or encoded pair) from batched forward passes, blocking, without the batcher.
 
-        Pairs are tokenised here, once; rows validation already encoded are used as they are."""
-        rows = [item if isinstance(item, list) else self._input.ids(*item) for item in pairs]
-        if torch.get_num_threads() != self._torch_threads:
-            # set_num_threads only reaches threads that start using torch afterwards: re-applied per call.
-            torch.set_num_threads(self._torch_threads)
-        # Rows of similar length go through together, FORWARD_ROWS at a time: less padding, and activations that
-        # stay in cache. On 2 CPU cores a batch of 64 toy pairs scores ~1.7x faster this way than in one pass.
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        scores = [0.0] * len(rows)
-        for start in range(0, len(order), FORWARD_ROWS):
-            chunk = order[start : start + FORWARD_ROWS]
-            logits = self._input.row_logits(self._model, [rows[i] for i in chunk]).tolist()
-            for i, logit in zip(chunk, logits, strict=True):
-                scores[i] = float(logit)
-        return scores
+        For the transformers engine only (the benchmark's raw rate, tests); the vllm engine is awaited through
+        :meth:`score`."""
+        if not isinstance(self._scorer, TorchScorer):
+            raise TypeError(f"forward() runs the transformers engine in this thread; this is {self.engine}: score()")
+        return self._scorer.forward(self._encode(pairs))
+
+    def _encode(self, pairs: Sequence[Scorable]) -> list[list[int]]:
+        """Pairs tokenised here, once; rows validation already encoded are used as they are."""
+        return [item if isinstance(item, list) else self._input.ids(*item) for item in pairs]
 
     async def score(self, pairs: Sequence[Scorable]) -> list[float]:
         """One logit per pair (or its ids from :meth:`ids`), in order; raises Overloaded when the queue is full."""
@@ -212,7 +215,23 @@ class VerifierModel:
                 self._idle.set()
 
     async def _run_batch(self, pairs: list[Scorable]) -> list[float]:
-        return await asyncio.to_thread(self.forward, pairs)
+        if all(isinstance(item, list) for item in pairs):
+            return await self._scorer.score(pairs)  # type: ignore[arg-type]
+        # Step prefixes (and pairs from in-process callers) are tokenised off the event loop.
+        return await self._scorer.score(await asyncio.to_thread(self._encode, pairs))
+
+
+def resolve_engine(engine: str) -> str:
+    """``auto``: vllm on a GPU (when vLLM is installed), else hf; ``hf`` and ``vllm`` as given."""
+    if engine != "auto":
+        return engine
+    if not torch.cuda.is_available():
+        return "hf"
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return "hf"
+    return "vllm"
 
 
 def load_verifier(
@@ -225,31 +244,46 @@ def load_verifier(
     torch_threads: int = 1,
     prompts: Callable[[PreTrainedTokenizerBase], PromptFormat] | None = None,
     device: str = "cpu",
+    engine: str = "hf",
+    vllm_gpu_memory_utilization: float = 0.4,
 ) -> VerifierModel:
-    """Load ``path`` once (float32, eval mode, no gradients) into a VerifierModel (not started yet).
+    """Load ``path`` once (float32, no gradients) into a VerifierModel (not started yet), blocking.
 
     ``describe(loaded_at)`` says what responses report; by default the plain path, version 0, its manifest sha256
     (the tokenizer's hash is added either way). ``prompts(tokenizer)`` gives the task's prompt format for the
-    checkpoint's tokenizer; by default the toy task, chat template when the tokenizer has one. ``device``: a torch
-    device, or ``auto`` for the GPU when torch sees one.
+    checkpoint's tokenizer; by default the toy task, chat template when the tokenizer has one. ``engine``: hf (the
+    transformers model on ``device``: a torch device, or ``auto`` for the GPU when torch sees one), vllm (vLLM's
+    pooling runner, on the platform vLLM finds; ``vllm_gpu_memory_utilization`` of the GPU, so that a hot swap's
+    second engine fits beside the first), or auto (:func:`resolve_engine`).
     """
-    torch.set_num_threads(torch_threads)
     hf_logging.disable_progress_bar()
+    engine = resolve_engine(engine)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
-    model.requires_grad_(False)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    if model.config.num_labels != 1:
-        raise ValueError(f"{path}: a verifier has one output (num_labels=1), this has {model.config.num_labels}")
-    log.info(
-        "loaded verifier %s (%d parameters) on %s, %d torch threads",
-        path,
-        model.num_parameters(),
-        device,
-        torch_threads,
-    )
+    config = AutoConfig.from_pretrained(path)
+    if config.num_labels != 1:
+        raise ValueError(f"{path}: a verifier has one output (num_labels=1), this has {config.num_labels}")
+    if engine == "vllm":
+        window = context_window(config, tokenizer)
+        scorer = VllmScorer.start(
+            path,
+            context_window=window,
+            max_num_seqs=max_batch_size,
+            gpu_memory_utilization=vllm_gpu_memory_utilization,
+        )
+        make_scorer: Callable[[VerifierInput], RowScorer] = lambda _input: scorer  # noqa: E731
+        log.info("loaded verifier %s with vLLM's pooling runner", path)
+    elif engine == "hf":
+        torch.set_num_threads(torch_threads)
+        model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
+        model.requires_grad_(False)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to(device)
+        parameters = model.num_parameters()
+        log.info("loaded verifier %s (%d parameters) on %s, %d torch threads", path, parameters, device, torch_threads)
+        make_scorer = functools.partial(TorchScorer, model, torch_threads=torch_threads)
+    else:
+        raise ValueError(f"unknown verifier engine {engine!r}: hf, vllm or auto")
     loaded_at = datetime.now(UTC)
     if describe is None:
         weights = WeightsInfo("verifier", 0, directory_sha256(path), loaded_at, str(path))
@@ -257,12 +291,12 @@ def load_verifier(
         weights = describe(loaded_at)
     weights = dataclasses.replace(weights, tokenizer_sha256=tokenizer_sha256(tokenizer))
     return VerifierModel(
-        model,
+        make_scorer,
+        config,
         tokenizer,
         weights,
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
         max_queue_size=max_queue_size,
-        torch_threads=torch_threads,
         prompts=prompts(tokenizer) if prompts is not None else None,
     )

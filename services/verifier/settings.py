@@ -36,8 +36,13 @@ class VerifierSettings(ServerSettings, ModelSourceSettings, TaskSettings):
     """Most pairs waiting; past it, RESOURCE_EXHAUSTED at once. Also the most pairs one request may hold."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads for the forward passes."""
+    engine: Literal["auto", "hf", "vllm"] = "auto"
+    """What runs the forward passes: hf (transformers, in this process), vllm (vLLM's pooling runner, its own
+    engine-core process), auto (vllm on a GPU when vLLM is installed, else hf). Scores agree within 1e-4."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the forward passes run: ``auto`` is the GPU when torch sees one (weights in float32 either way)."""
+    """Where the hf engine runs: ``auto`` is the GPU when torch sees one (weights in float32 either way)."""
+    vllm_gpu_memory_utilization: float = Field(0.4, gt=0, le=0.95)
+    """The vllm engine's share of GPU memory; a hot swap holds two engines until the old one drains, so <= 0.45."""
     http_reward: Literal["verifier", "correctness", "correctness+verifier"] = "verifier"
     """What /get_reward returns as ``rewards``: verifier (the score, a logit), correctness (1 or 0: the task's checker
     against each request label's final answer, or the label itself when it states none; labels required), or

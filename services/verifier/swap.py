@@ -90,7 +90,7 @@ class VersionWatcher:
         except Exception as exc:  # any load failure refuses the version, never the replica
             return self._refuse(record, "load", exc)
         try:
-            await asyncio.to_thread(model.forward, [WARMUP_PAIR])
+            await model.score([WARMUP_PAIR])  # through the new model's own batcher and engine
         except BaseException as exc:
             await model.close(grace_s=0)
             if not isinstance(exc, Exception):

@@ -41,7 +41,8 @@ def test_a_skipped_row_prints_its_reason() -> None:
 def test_forward_in_length_sorted_chunks_returns_each_score_in_request_order() -> None:
     """model.forward splits a micro-batch into chunks of FORWARD_ROWS (the speed-up the bench measured)."""
     from services.tools.bench_verifier import bench_pairs
-    from services.verifier.model import FORWARD_ROWS, load_verifier
+    from services.verifier.model import load_verifier
+    from services.verifier.scorers import FORWARD_ROWS
     from tests.integration.verifier.conftest import VERIFIER_MODEL
 
     model = load_verifier(VERIFIER_MODEL)
