@@ -49,9 +49,10 @@ class MicroBatcher(Generic[In, Out]):
         max_batch_size: int,
         max_delay_ms: float,
         max_queue_size: int,
+        max_concurrent_batches: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue_size < 1 or max_delay_ms < 0:
-            raise ValueError("max_batch_size and max_queue_size must be >= 1, max_delay_ms >= 0")
+        if max_batch_size < 1 or max_queue_size < 1 or max_delay_ms < 0 or max_concurrent_batches < 1:
+            raise ValueError("max_batch_size, max_queue_size, max_concurrent_batches must be >= 1, max_delay_ms >= 0")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000
@@ -60,6 +61,10 @@ class MicroBatcher(Generic[In, Out]):
         self._waiting: deque[_Waiting[In, Out]] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        # An engine that batches by itself (vLLM) takes the next batch while one runs; a forward pass in a thread
+        # does not (1: batches run one after the other, each as large as what waited meanwhile).
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
         self._depth = QUEUE_DEPTH.labels(name)
         self._sizes = BATCH_SIZE.labels(name)
 
@@ -80,6 +85,12 @@ class MicroBatcher(Generic[In, Out]):
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        running, self._running = list(self._running), set()
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         waiting = list(self._waiting)
         self._waiting.clear()
         for entry in waiting:
@@ -126,6 +137,7 @@ class MicroBatcher(Generic[In, Out]):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._slots.acquire()  # before collecting: what arrives while every slot is busy joins this batch
             while not self._waiting:
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -140,8 +152,12 @@ class MicroBatcher(Generic[In, Out]):
                 entry.queued = False
             self._depth.set(len(self._waiting))
             batch = [entry for entry in batch if not entry.future.done()]
-            if batch:
-                await self._call(batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._call(batch), name=f"batch-{self.name}")
+            self._running.add(task)
+            task.add_done_callback(self._finished)
 
     async def _call(self, batch: list[_Waiting[In, Out]]) -> None:
         self._sizes.observe(len(batch))
@@ -158,6 +174,10 @@ class MicroBatcher(Generic[In, Out]):
         for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(result)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     @staticmethod
     def _fail(entries: list[_Waiting[In, Out]], error: BaseException) -> None:

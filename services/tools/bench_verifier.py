@@ -3,7 +3,8 @@
 On the same checkpoint and the same pairs (the load generator's toy problems, plain and jargon, some wrong):
 
 1. raw: the checkpoint loaded as the service loads it (``load_verifier``: same encoding, same torch threads), pairs
-   scored in batches of ``max_batch_size`` in this process, no gRPC — the most the model gives;
+   scored in batches of ``max_batch_size`` in this process, no gRPC — the most the model gives; with ``--engine
+   vllm``, the vllm engine's scorer (AsyncLLM's pooling runner) in this process, ``max_batch_size`` rows at once;
 2. the service, ``python -m services.verifier`` in a subprocess (so the clients do not share its GIL), driven by
    :func:`services.tools.loadtest_verifier.run_loadtest` over gRPC Score from 1, 8 and 64 concurrent clients with
    one item per request (RL reward calls), and 64 clients with 8 items per request;
@@ -12,8 +13,8 @@ On the same checkpoint and the same pairs (the load generator's toy problems, pl
    vLLM's CPU attention has no kernel for: the server loads the weak-model engine's exact zero-padding patch as its
    worker extension.
 
-Scores per second and the ratio to raw side by side. Engines run one after the other, never two on the CPU at once;
-each level is bounded by ``--requests`` and ``--duration``.
+Scores per second, the ratio to raw and to vLLM's /classify at the same load side by side. Engines run one after
+the other, never two on the CPU at once; each level is bounded by ``--requests`` and ``--duration``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ class BenchConfig:
     max_delay_ms: float = DEFAULTS.max_delay_ms
     torch_threads: int = DEFAULTS.torch_threads
     device: str = DEFAULTS.device
-    """auto, cpu or cuda: raw and the service alike."""
+    """auto, cpu or cuda: raw and the service alike (the hf engine)."""
+    engine: str = "hf"
+    """The service's engine, and what the raw row measures: hf (transformers forward passes) or vllm (AsyncLLM's
+    pooling runner in this process, batches of max_batch_size rows submitted at once)."""
     vllm: bool = True
 
 
@@ -136,7 +140,7 @@ async def measure_service(config: BenchConfig) -> list[Row]:
     flags = ["--model-path", str(config.model), "--no-metrics-enabled", "--no-http-enabled", "--drain-delay-s", "0"]
     flags += ["--log-level", "WARNING", "--max-batch-size", str(config.max_batch_size)]
     flags += ["--max-delay-ms", str(config.max_delay_ms), "--torch-threads", str(config.torch_threads)]
-    flags += ["--device", config.device]
+    flags += ["--device", config.device, "--engine", config.engine]
     flags += ["--max-queue-size", str(max(1024, 64 * 8 * 2))]
     with tempfile.TemporaryDirectory(prefix="bench-verifier-") as logs:
         service = ServiceProcess("verifier", "services.verifier", flags, Path(logs), free_port())
@@ -235,10 +239,40 @@ async def _drive(
     return counts["ok"], counts["failed"], time.perf_counter() - started
 
 
+async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total: int) -> Row:
+    """The vllm engine alone: AsyncLLM (pooling runner) in this process, ``max_batch_size`` rows at a time."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from services.decoding.tokens import context_window
+    from services.verifier.scorers import VllmScorer
+
+    window = context_window(AutoConfig.from_pretrained(config.model), AutoTokenizer.from_pretrained(config.model))
+    scorer = await asyncio.to_thread(
+        VllmScorer.start,
+        config.model,
+        context_window=window,
+        max_num_seqs=config.max_batch_size,
+        gpu_memory_utilization=DEFAULTS.vllm_gpu_memory_utilization,
+    )
+    try:
+        batch = [encoded[i % len(encoded)] for i in range(config.max_batch_size)]
+        await scorer.score(batch)  # warm-up
+        scored, started = 0, time.perf_counter()
+        while scored == 0 or (scored < total and time.perf_counter() - started < config.duration_s):
+            await scorer.score(batch)
+            scored += len(batch)
+        seconds = time.perf_counter() - started
+    finally:
+        await scorer.close()
+    return Row("raw AsyncLLM classify", 1, config.max_batch_size, scored / seconds)
+
+
 async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
     """Raw, then the service, then vLLM (a failure to start it becomes a skipped row)."""
     pairs = bench_pairs()
     raw, reference, encoded = await asyncio.to_thread(measure_raw, config, pairs, config.requests * 8)
+    if config.engine == "vllm":
+        raw = await measure_raw_vllm(config, encoded, config.requests * 8)
     rows = await measure_service(config)
     if config.vllm:
         try:
@@ -267,7 +301,7 @@ def draw(raw: Row, rows: list[Row], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 3.8))
-    axis.axhline(raw.scores_per_s or 0, color="black", linestyle="--", label=f"raw forward ({raw.scores_per_s:.0f})")
+    axis.axhline(raw.scores_per_s or 0, color="black", linestyle="--", label=f"{raw.mode} ({raw.scores_per_s:.0f})")
     for mode, marker in (("service gRPC Score", "o"), ("vLLM /classify", "s")):
         for items in sorted({r.items_per_request for r in rows if r.mode == mode}):
             points = [r for r in rows if r.mode == mode and r.items_per_request == items and r.scores_per_s]
@@ -291,16 +325,19 @@ def draw(raw: Row, rows: list[Row], path: Path, title: str) -> None:
 
 def table(raw: Row, rows: list[Row], title: str) -> Table:
     out = Table(title=title)
-    for name in ("mode", "clients", "items/request", "scores/s", "ratio vs raw", "failed"):
+    for name in ("mode", "clients", "items/request", "scores/s", "ratio vs raw", "vs /classify", "failed"):
         out.add_column(name, justify="left" if name == "mode" else "right")
+    classify = {(r.clients, r.items_per_request): r.scores_per_s for r in rows if r.mode == "vLLM /classify"}
     notes = []
     for row in [raw, *rows]:
         if row.scores_per_s is None:
-            out.add_row(row.mode, str(row.clients), str(row.items_per_request), "-", "-", "-")
+            out.add_row(row.mode, str(row.clients), str(row.items_per_request), "-", "-", "-", "-")
         else:
             ratio = "" if row is raw else f"{row.scores_per_s / raw.scores_per_s:.2f}"
-            cells = (str(row.clients), str(row.items_per_request), f"{row.scores_per_s:.0f}", ratio, str(row.failed))
-            out.add_row(row.mode, *cells)
+            theirs = classify.get((row.clients, row.items_per_request))
+            versus = f"{row.scores_per_s / theirs:.2f}" if theirs and row.mode.startswith("service") else ""
+            cells = (str(row.clients), str(row.items_per_request), f"{row.scores_per_s:.0f}", ratio, versus)
+            out.add_row(row.mode, *cells, str(row.failed))
         if row.note and row.note not in notes:
             notes.append(row.note)
     out.caption = "\n".join(f"{row_note}" for row_note in notes) or None
@@ -315,6 +352,7 @@ def bench_verifier(
     max_delay_ms: Annotated[float, typer.Option(min=0, help="The service's batching delay.")] = DEFAULTS.max_delay_ms,
     torch_threads: Annotated[int, typer.Option(min=1, help="torch threads (raw and service).")] = 1,
     device: Annotated[str, typer.Option(help="auto (the GPU when torch sees one), cpu or cuda.")] = "auto",
+    engine: Annotated[str, typer.Option(help="The service's engine (and the raw row's): hf or vllm.")] = "hf",
     vllm: Annotated[bool, typer.Option(help="Also measure vLLM's pooling server (/classify).")] = True,
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option(help="Draw scores/s by clients, with raw and vLLM, here.")] = None,
@@ -329,12 +367,13 @@ def bench_verifier(
         max_delay_ms=max_delay_ms,
         torch_threads=torch_threads,
         device=device,
+        engine=engine,
         vllm=vllm,
     )
     raw, rows = asyncio.run(run_bench(config))
     title = (
-        f"verifier throughput: {model.name}, max_batch_size {max_batch_size}, max_delay_ms {max_delay_ms:g}, "
-        f"{torch_threads} torch thread(s), {os.cpu_count()} CPUs"
+        f"verifier throughput: {model.name}, engine {engine}, max_batch_size {max_batch_size}, "
+        f"max_delay_ms {max_delay_ms:g}, {torch_threads} torch thread(s), {os.cpu_count()} CPUs"
     )
     Console(width=max(Console().width, 110)).print(table(raw, rows, title))
     if json_out is not None:

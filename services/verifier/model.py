@@ -103,6 +103,7 @@ class VerifierModel:
             max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,
             max_queue_size=max_queue_size,
+            max_concurrent_batches=self._scorer.concurrent_batches,
         )
         self._in_flight = 0
         self._idle = asyncio.Event()

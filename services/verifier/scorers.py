@@ -32,6 +32,9 @@ FORWARD_ROWS = 16
 
 class RowScorer(Protocol):
     engine: str
+    concurrent_batches: int
+    """Batches the service may have in flight at once: 1 for a forward pass in a thread, more for an engine that
+    batches by itself (vLLM schedules the rows of several into its own steps)."""
 
     async def score(self, rows: Sequence[list[int]]) -> list[float]:
         """The logit of each encoded row, in order."""
@@ -46,6 +49,7 @@ class TorchScorer:
     """The transformers model in this process."""
 
     engine = "hf"
+    concurrent_batches = 1
 
     def __init__(self, model: Any, verifier_input: VerifierInput, torch_threads: int) -> None:
         self._model = model.eval()
@@ -115,6 +119,7 @@ class VllmScorer:
     """vLLM's ``AsyncLLM`` with the pooling runner; every row is its own request, vLLM batches them."""
 
     engine = "vllm"
+    concurrent_batches = 8
 
     def __init__(self, llm: Any) -> None:
         from vllm import PoolingParams

@@ -193,3 +193,35 @@ async def test_metrics_record_batch_sizes_and_queue_depth(make) -> None:
     assert sample("legibility_batch_size_sum") - before_sum == 6
     assert sample("legibility_batch_size_bucket", le="2.0") == 1  # the batch of 2; the other had 4
     assert sample("legibility_batch_queue_depth") == 0
+
+
+@pytest.mark.parametrize(("slots", "calls_while_held"), [(1, 1), (2, 2), (3, 3)])
+async def test_an_engine_that_batches_itself_gets_the_next_batches_while_one_runs(
+    make: Callable[..., MicroBatcher[int, int]], slots: int, calls_while_held: int
+) -> None:
+    """max_concurrent_batches: with 1, the second batch waits for the first to return; with N, N run at once."""
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = make(recorder, max_batch_size=2, max_delay_ms=0, max_concurrent_batches=slots)
+    await batcher.start()
+    waiting = [asyncio.ensure_future(batcher.submit(i)) for i in range(6)]  # three batches of 2
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert len(recorder.batches) == calls_while_held
+    recorder.release.set()
+    assert await asyncio.gather(*waiting) == [0, 10, 20, 30, 40, 50]
+    assert sorted(item for batch in recorder.batches for item in batch) == list(range(6))
+    assert all(len(batch) == 2 for batch in recorder.batches)
+
+
+async def test_stop_fails_items_of_every_running_batch(make: Callable[..., MicroBatcher[int, int]]) -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = make(recorder, max_batch_size=1, max_delay_ms=0, max_concurrent_batches=2)
+    await batcher.start()
+    running = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    while len(recorder.batches) < 2:
+        await asyncio.sleep(0.01)
+    await batcher.stop()
+    outcomes = await asyncio.gather(*running, return_exceptions=True)
+    assert all(isinstance(outcome, NotReady) for outcome in outcomes)
