@@ -6,8 +6,8 @@
 #    network must bring it);
 # 2. random-initialised checkpoints of Qwen2-0.5B's shape, built here with no download (`legibility build-checkpoint
 #    --shape qwen2-0.5b`): a causal LM (weak model and policy) and a sequence classifier (verifier);
-# 3. `legibility bench weak-model` (raw AsyncLLM vs the service's vllm engine), `bench verifier` (raw forward vs the
-#    service on the GPU vs vLLM's /classify server), on those checkpoints; `bench tandem` (solo vs tandem rollouts)
+# 3. `legibility bench weak-model` (raw AsyncLLM vs the service's vllm engine), `bench verifier` (raw vs the service,
+#    hf engine on the GPU, then the vllm engine beside vLLM's /classify server), on those checkpoints; `bench tandem` (solo vs tandem rollouts)
 #    on the bundled models: its in-process policy and the hf weak engine have no GPU path yet, so on the real shape
 #    it would measure the CPU;
 #    each writes OUT/<bench>.json and .png, its table goes to OUT/<bench>.txt; a bench that fails or runs past its
@@ -58,10 +58,12 @@ bench() {
 }
 
 echo "GPU: $(cat "$OUT/gpu.txt")" > "$OUT/summary.txt"
-bench weak-model 150 legibility bench weak-model --model "$CKPT/causal" --requests 512 --duration 15 \
+bench weak-model 120 legibility bench weak-model --model "$CKPT/causal" --requests 512 --duration 10 \
   --json-out "$OUT/weak-model.json" --png "$OUT/weak-model.png"
-bench verifier 180 legibility bench verifier --model "$CKPT/classifier" --device cuda --duration 15 \
-  --json-out "$OUT/verifier.json" --png "$OUT/verifier.png"
-bench tandem 150 legibility bench tandem --repeats 3 \
+bench verifier-hf 150 legibility bench verifier --model "$CKPT/classifier" --engine hf --device cuda --duration 10 \
+  --no-vllm --json-out "$OUT/verifier-hf.json" --png "$OUT/verifier-hf.png"
+bench verifier-vllm 180 legibility bench verifier --model "$CKPT/classifier" --engine vllm --duration 10 \
+  --json-out "$OUT/verifier-vllm.json" --png "$OUT/verifier-vllm.png"
+bench tandem 120 legibility bench tandem --repeats 3 \
   --json-out "$OUT/tandem.json" --png "$OUT/tandem.png"
 cat "$OUT/summary.txt"
