@@ -1,7 +1,8 @@
 """vLLM on CPU for heads narrower than its attention kernels: an exact zero-padding patch of GPT-2 attention.
 
-Shared by every vLLM engine in the project (the weak model's, the verifier benchmark's pooling server): vLLM's
-worker processes import this module as their worker extension when :data:`PAD_HEADS_ENV` is set.
+Shared by every vLLM engine in the project (the weak model's, the verifier's, the verifier benchmark's pooling
+server): vLLM's worker processes import this module as their worker extension when :data:`PAD_HEADS_ENV` is set;
+:func:`prepare_platform` sets it (and the CPU's KV cache size) before an engine starts.
 """
 
 from __future__ import annotations
@@ -130,3 +131,26 @@ def pad_gpt2_heads() -> None:
 
 if os.environ.get(PAD_HEADS_ENV) == "1":  # a vLLM worker process of this engine (see above)
     pad_gpt2_heads()
+
+
+def prepare_platform(path: Any, device: str | None = None, pad_heads: bool | None = None) -> tuple[bool, bool]:
+    """Before starting a vLLM engine on ``path``: (on CPU, heads padded). Sets the environment its workers read.
+
+    ``device``: None = the platform vLLM detects. ``pad_heads``: None decides from the model config
+    (:func:`needs_padded_heads`), True/False force it (to check it is harmless). On CPU the KV cache gets 1 GiB
+    (vLLM's default takes far more)."""
+    if device is None:
+        from vllm.platforms import current_platform
+
+        device = "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
+    cpu = device == "cpu"
+    if cpu and pad_heads is None:
+        from transformers import AutoConfig
+
+        pad_heads = needs_padded_heads(AutoConfig.from_pretrained(path))
+    pad = cpu and bool(pad_heads)
+    if cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if pad:
+        os.environ[PAD_HEADS_ENV] = "1"  # read by the worker processes vLLM starts
+    return cpu, pad

@@ -295,32 +295,19 @@ def to_json(config: BenchConfig, raw: Row, rows: list[Row]) -> dict[str, object]
 
 def draw(raw: Row, rows: list[Row], path: Path, title: str) -> None:
     """Scores/s by concurrent clients (one line per items/request), raw and vLLM /classify as reference marks."""
-    import matplotlib
+    from services.tools.bench_plots import Series, draw_throughput
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 3.8))
-    axis.axhline(raw.scores_per_s or 0, color="black", linestyle="--", label=f"{raw.mode} ({raw.scores_per_s:.0f})")
+    series = []
     for mode, marker in (("service gRPC Score", "o"), ("vLLM /classify", "s")):
         for items in sorted({r.items_per_request for r in rows if r.mode == mode}):
             points = [r for r in rows if r.mode == mode and r.items_per_request == items and r.scores_per_s]
             if points:
-                xs, ys = [r.clients for r in points], [r.scores_per_s for r in points]
-                axis.plot(xs, ys, marker=marker, label=f"{mode}, {items} item(s)/request")
-                for x, y in zip(xs, ys, strict=True):
-                    axis.annotate(f"{y / raw.scores_per_s:.2f}", (x, y), textcoords="offset points", xytext=(4, 4))
-    axis.set_xscale("log", base=2)
-    clients = sorted({r.clients for r in rows})
-    axis.set_xticks(clients, [str(c) for c in clients])
-    axis.set_xlabel("concurrent clients")
-    axis.set_ylabel("scores / s (label: ratio to raw)")
-    axis.set_ylim(bottom=0)
-    axis.set_title(title, fontsize="small")
-    axis.legend(fontsize="x-small", loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+                label = f"{mode}, {items} item(s)/request"
+                series.append(Series(label, [r.clients for r in points], [r.scores_per_s for r in points], marker))
+    raw_rate = (raw.mode, raw.scores_per_s or 0.0)
+    draw_throughput(
+        path, title, raw_rate, series, xlabel="concurrent clients", ylabel="scores / s", legend="lower right"
+    )
 
 
 def table(raw: Row, rows: list[Row], title: str) -> Table:

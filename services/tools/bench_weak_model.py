@@ -186,30 +186,23 @@ def to_json(raw: Measured, rows: list[Measured], settings: dict[str, object]) ->
 
 def draw(raw: Measured, rows: list[Measured], path: Path, title: str) -> None:
     """Tokens/s by concurrent clients, one line per engine, raw AsyncLLM as a reference line."""
-    import matplotlib
+    from services.tools.bench_plots import Series, draw_throughput
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 3.8))
-    axis.axhline(raw.tokens_per_s, color="black", linestyle="--", label=f"raw AsyncLLM ({raw.tokens_per_s:.0f})")
+    series = []
     for engine in dict.fromkeys(r.engine for r in rows):
         points = [r for r in rows if r.engine == engine]
-        xs, ys = [r.clients for r in points], [r.tokens_per_s for r in points]
-        axis.plot(xs, ys, marker="o", label=f"service, engine {engine}")
-        for x, y in zip(xs, ys, strict=True):
-            axis.annotate(f"{y / raw.tokens_per_s:.2f}", (x, y), textcoords="offset points", xytext=(4, 4))
-    clients = sorted({r.clients for r in rows})
-    axis.set_xscale("log", base=2)
-    axis.set_xticks(clients, [str(c) for c in clients])
-    axis.set_xlabel("concurrent clients (one item per Continue)")
-    axis.set_ylabel("tokens / s (label: ratio to raw)")
-    axis.set_ylim(bottom=0)
-    axis.set_title(title, fontsize="small")
-    axis.legend(fontsize="x-small", loc="upper left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+        series.append(
+            Series(f"service, engine {engine}", [r.clients for r in points], [r.tokens_per_s for r in points])
+        )
+    draw_throughput(
+        path,
+        title,
+        ("raw AsyncLLM", raw.tokens_per_s),
+        series,
+        xlabel="concurrent clients (one item per Continue)",
+        ylabel="tokens / s",
+        legend="upper left",
+    )
 
 
 async def run_bench(

@@ -85,18 +85,11 @@ def vllm_engine_args(path: Path, *, context_window: int, max_num_seqs: int, gpu_
 
     On CPU: eager mode, no chunked prefill, 1 GiB of KV cache, and the GPT-2 16-wide-head padding patch in the
     workers when the model needs it (as the weak model's vllm engine)."""
-    from transformers import AutoConfig
     from vllm import AsyncEngineArgs
-    from vllm.platforms import current_platform
 
-    from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
+    from services.decoding.vllm_heads import PaddedHeadsWorkerExtension, prepare_platform
 
-    cpu = current_platform.is_cpu()
-    pad = cpu and needs_padded_heads(AutoConfig.from_pretrained(path))
-    if cpu:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    if pad:
-        os.environ[PAD_HEADS_ENV] = "1"  # read by the worker processes vLLM starts
+    cpu, pad = prepare_platform(path)
     return AsyncEngineArgs(
         model=str(path),
         tokenizer=str(path),

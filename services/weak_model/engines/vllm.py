@@ -34,7 +34,6 @@ import asyncio
 import itertools
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +43,7 @@ from services.common.errors import NotReady, Overloaded
 from services.common.metrics import count_prefix_cache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
-from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension, needs_padded_heads
+from services.decoding.vllm_heads import PaddedHeadsWorkerExtension, prepare_platform
 from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
 from services.decoding.vllm_supervisor import EngineSupervisor, GiveUpCallback, HealthCallback
 from services.weak_model.engine import (
@@ -74,21 +73,9 @@ def engine_args(
     workers; None decides from the model config (:func:`~services.decoding.vllm_heads.needs_padded_heads`),
     True/False force it (to check it is harmless).
     """
-    from transformers import AutoConfig
     from vllm import AsyncEngineArgs
 
-    if device is None:
-        from vllm.platforms import current_platform
-
-        device = "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
-    cpu = device == "cpu"
-    if cpu and pad_heads is None:
-        pad_heads = needs_padded_heads(AutoConfig.from_pretrained(path))
-    pad = cpu and bool(pad_heads)
-    if cpu:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; the default takes far more
-    if pad:
-        os.environ[PAD_HEADS_ENV] = "1"  # read by the worker processes vLLM starts
+    cpu, pad = prepare_platform(path, device, pad_heads)
     return AsyncEngineArgs(
         model=str(path),
         tokenizer=str(path),
