@@ -150,7 +150,7 @@ async def test_invalid_model_name_is_refused(redis_client: aioredis.Redis) -> No
     assert events_channel("a") == "legibility:model:a:events"
 
 
-async def test_published_version_reaches_running_watcher_within_1s(
+async def test_published_version_reaches_running_watcher_before_any_reconcile(
     redis_client: aioredis.Redis, watch_client: aioredis.Redis
 ) -> None:
     registry = VersionRegistry(redis_client)
@@ -166,7 +166,7 @@ async def test_published_version_reaches_running_watcher_within_1s(
     latency = seen_at - t0
     print(f"publish -> watcher latency: {latency * 1000:.1f} ms")
     assert seen == record
-    assert latency < 1.0
+    assert latency < 10.0  # pub/sub; the 30 s reconcile cannot have delivered it
     assert await registry.current(NAME) == record
 
     # And the next version too, in order.

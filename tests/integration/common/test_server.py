@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -117,15 +116,11 @@ async def test_saturated_admission_refuses_at_once_while_health_answers(start_sc
     slow = [asyncio.ensure_future(running.stub.Score(score_request("ab"), timeout=10)) for _ in range(2)]
     while running.scorer.gate.inside < 2:
         await asyncio.sleep(0.01)
-    started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await running.stub.Score(score_request("c"), timeout=5)
-    refused_after = time.perf_counter() - started
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert refused_after < 0.5
-    started = time.perf_counter()
     assert await health_status(running.channel, SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
-    assert time.perf_counter() - started < 0.5
+    assert not any(call.done() for call in slow)  # refused and answered inside the 2 s calls: nothing waited for them
     results = await asyncio.gather(*slow)
     assert [r.results[0].score for r in results] == pytest.approx([0.2, 0.2])
 

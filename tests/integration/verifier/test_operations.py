@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import socket
-import time
 from pathlib import Path
 
 import grpc
@@ -54,17 +53,13 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(start
         await asyncio.sleep(0.01)
     overflows = [(verifier.raw_stub.Score, request(1)), (verifier.raw_stub.ScoreSteps, steps_request(1))]
     for call, overflow in overflows:
-        started = time.perf_counter()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call(overflow, timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_queue_size 4" in info.value.details()
-        assert time.perf_counter() - started < 0.5
-    started = time.perf_counter()
     assert await health(verifier) == SERVING
     assert await health(verifier, "") == SERVING
-    assert time.perf_counter() - started < 0.5
-    assert not admitted.done()
+    assert not admitted.done()  # refused and answered while the queue still held its 1,000 ms batch: nothing waited
     steps, score = await asyncio.gather(admitted, admitted_too)
     assert steps.results[0].steps[-1].score == pytest.approx(score.results[0].score, abs=1e-4)
     assert len((await verifier.stub.Score(request(4), timeout=10)).results) == 4  # room again
@@ -74,14 +69,13 @@ async def test_health_answers_while_the_model_computes(start_server) -> None:
     verifier = await start_server(max_batch_size=1024, max_queue_size=4096)
     heavy = asyncio.ensure_future(verifier.stub.Score(request(4096), timeout=60))
     await asyncio.sleep(0.05)
-    latencies = []
+    answered_meanwhile = 0
     while not heavy.done():
-        started = time.perf_counter()
         assert await health(verifier, "") == SERVING
-        latencies.append(time.perf_counter() - started)
+        answered_meanwhile += not heavy.done()
         await asyncio.sleep(0.02)
     assert len((await heavy).results) == 4096
-    assert len(latencies) >= 2 and max(latencies) < 0.5
+    assert answered_meanwhile >= 2  # a forward pass on the event loop would let no answer in before it ended
 
 
 async def test_health_is_not_serving_and_calls_unavailable_until_the_weights_are_loaded(monkeypatch) -> None:

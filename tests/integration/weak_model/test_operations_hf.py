@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import socket
-import time
 from pathlib import Path
 
 import grpc
@@ -47,16 +46,12 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(start
     admitted_too = asyncio.ensure_future(weak.stub.Continue(request(1), timeout=10))
     while weak.app.engine.queue_depth < 4:
         await asyncio.sleep(0.01)
-    started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await weak.raw_stub.Continue(request(1), timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_queue_size 4" in info.value.details()
-    assert time.perf_counter() - started < 0.5
-    started = time.perf_counter()
     assert await health(weak) == SERVING
-    assert time.perf_counter() - started < 0.5
-    assert not admitted.done()
+    assert not admitted.done()  # refused and answered while the queue still held its 1,000 ms batch: nothing waited
     first, second = await asyncio.gather(admitted, admitted_too)
     assert [len(r.token_ids) for r in [*first.results, *second.results]] == [8, 8, 8, 8]
     assert len((await weak.stub.Continue(request(4), timeout=10)).results) == 4  # room again
@@ -69,14 +64,13 @@ async def test_health_answers_while_the_model_computes(start_server) -> None:
     )
     heavy = asyncio.ensure_future(weak.stub.Continue(weak_model_pb2.ContinueRequest(items=[item] * 32), timeout=60))
     await asyncio.sleep(0.05)
-    latencies = []
+    answered_meanwhile = 0
     while not heavy.done():
-        started = time.perf_counter()
         assert await health(weak, "") == SERVING
-        latencies.append(time.perf_counter() - started)
+        answered_meanwhile += not heavy.done()
         await asyncio.sleep(0.02)
     assert len((await heavy).results) == 32
-    assert latencies and max(latencies) < 0.5
+    assert answered_meanwhile >= 2  # decoding on the event loop would let no answer in before it ended
 
 
 async def test_health_is_not_serving_and_calls_unavailable_until_the_weights_are_loaded(monkeypatch) -> None:

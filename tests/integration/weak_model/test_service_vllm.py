@@ -201,17 +201,13 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(vllm_
     waiting = asyncio.ensure_future(vllm_weak.stub.Continue(continue_request(*[{}] * QUEUE), timeout=60))
     while engine.queue_depth < QUEUE:
         await asyncio.sleep(0.005)
-    started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await vllm_weak.raw_stub.Continue(continue_request({}), timeout=10)  # the server's answer, not retried
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"{QUEUE} items waiting, 1 more would pass max_queue_size {QUEUE}" in info.value.details()
-    assert time.perf_counter() - started < 0.5
-    started = time.perf_counter()
     check = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     assert (await vllm_weak.health.Check(check, timeout=2)).status == health_pb2.HealthCheckResponse.SERVING
-    assert time.perf_counter() - started < 0.5
-    assert not running.done() and not waiting.done()
+    assert not running.done() and not waiting.done()  # both answered while the gate held everything: nothing waited
     gate.set()
     first, second = await asyncio.gather(running, waiting)
     assert [len(r.token_ids) for r in [*first.results, *second.results]] == [4] * (BATCH + QUEUE)
