@@ -98,6 +98,7 @@ async def generate_segment(
 ) -> GeneratedSegment:
     """Continue ``prefix_ids`` until ``rule`` ends it, generating at most ``budget`` tokens (lookahead included)."""
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
     if budget < 1:
         raise ValueError("a segment needs room for at least one generated token")
@@ -119,6 +120,10 @@ async def generate_segment(
             stop=stops or None,
             stop_token_ids=sorted(vocab.eos_ids),
             include_stop_str_in_output=True,
+            # Only the final output is read, and the text comes from the token ids (vocab.token_texts): vLLM's
+            # per-step outputs and incremental detokenising (needed only to match stop strings) are work for nothing.
+            output_kind=RequestOutputKind.FINAL_ONLY,
+            detokenize=bool(stops),
             skip_special_tokens=False,
             spaces_between_special_tokens=False,
             # No min_tokens: it would mask EOS at the first step, and a segment may end the text at once.

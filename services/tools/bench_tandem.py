@@ -8,11 +8,13 @@ seeds, one batch of all prompts as a training step sends it:
 - tandem: word handoffs at ``p_primary`` 0.5 (the demo's schedule), each author taking the rollouts waiting for it
   whenever it is free (``run_tandem``'s default);
 - tandem, lockstep: the same rollouts in rounds of one batched policy call and one batched ``Continue`` each, every
-  round waiting for both authors.
+  round waiting for both authors;
+- the OpenRLHF agent path (``--agent``, needs vLLM): the policy on vLLM, each rollout one ``TandemAgent.execute``
+  call as OpenRLHF's rollout actor makes it, solo and tandem (:mod:`services.tools.bench_tandem_agent`).
 
 Per engine of the weak-model service (``hf``, and ``vllm`` when installed) it reports wall time, response tokens
 per second, lockstep rounds, ``Continue`` calls, and per rollout the prefix tokens each author was sent and those it
-computed (the rest came from its prefix KV cache), then the tandem ÷ solo time ratio last. ``--json-out`` and
+computed (the rest came from its prefix KV cache), then the tandem ÷ solo time ratios last. ``--json-out`` and
 ``--png`` keep the run.
 """
 
@@ -27,7 +29,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,12 +46,14 @@ from services.learner.evaluation.evaluate import SOLO
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
 from services.learner.rl.schedule import HandoffSchedule
+from services.tools.bench_tandem_agent import AGENT, RolloutEngine, agent_settings, run_agent_batch
 
 log = logging.getLogger(__name__)
 WORD_HANDOFFS = HandoffSchedule(strategy="word", p_primary=0.5)
 LOCKSTEP = "tandem, lockstep"
 """The same tandem rollouts with every round waiting for both authors (``run_tandem(overlap=False)``)."""
 MODES = ("solo", LOCKSTEP, "tandem")
+LEARNER = "learner"
 
 
 @dataclass
@@ -93,6 +97,8 @@ class Measured:
     """Prefix tokens the policy computed (not found in its prefix cache)."""
     weak_computed_prefix_per_rollout: float
     """Prefix tokens the weak-model service computed (its legibility_prefix_cache_tokens_total{source="computed"})."""
+    path: str = LEARNER
+    """Whose rollout loop: the learner's (policy in-process, transformers) or the OpenRLHF agent's (policy on vLLM)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -105,13 +111,17 @@ class BenchResult:
     max_new_tokens: int
     rows: list[Measured] = field(default_factory=list)
 
-    def ratio(self, engine: str) -> float:
-        solo = next(r for r in self.rows if r.engine == engine and r.mode == "solo")
-        tandem = next(r for r in self.rows if r.engine == engine and r.mode == "tandem")
+    def ratio(self, engine: str, path: str = LEARNER) -> float:
+        solo = next(r for r in self.rows if (r.path, r.engine, r.mode) == (path, engine, "solo"))
+        tandem = next(r for r in self.rows if (r.path, r.engine, r.mode) == (path, engine, "tandem"))
         return tandem.seconds / solo.seconds
 
-    def engines(self) -> list[str]:
-        return list(dict.fromkeys(r.engine for r in self.rows))
+    def engines(self, path: str = LEARNER) -> list[str]:
+        return list(dict.fromkeys(r.engine for r in self.rows if r.path == path))
+
+    def groups(self) -> list[tuple[str, str]]:
+        """(path, weak-model engine) in the order measured."""
+        return list(dict.fromkeys((r.path, r.engine) for r in self.rows))
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -119,6 +129,7 @@ class BenchResult:
             "max_new_tokens": self.max_new_tokens,
             "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in self.rows],
             "tandem_over_solo": {engine: self.ratio(engine) for engine in self.engines()},
+            "agent_tandem_over_solo": {engine: self.ratio(engine, AGENT) for engine in self.engines(AGENT)},
         }
 
 
@@ -186,8 +197,10 @@ async def bench_engine(
     logs: Path,
     prefix_cache: bool = True,
     repeats: int = 3,
+    agent: AgentSetup | None = None,
 ) -> list[Measured]:
-    """Solo then tandem against a weak-model service process on ``engine`` (warmed up by one tandem batch)."""
+    """Solo then tandem against a weak-model service process on ``engine`` (warmed up by one tandem batch); then
+    the same through the OpenRLHF agent when ``agent`` is given."""
     metrics_port = free_port()
     service = ServiceProcess(
         f"weak-model-{engine}",
@@ -210,6 +223,8 @@ async def bench_engine(
                 for mode in MODES:
                     runs[mode].append(await measure(mode, engine, policy, weak, prompts, tokens, metrics_url))
             rows = [sorted(runs[mode], key=lambda r: r.seconds)[repeats // 2] for mode in MODES]  # median batches
+            if agent is not None:
+                rows += await measure_agent(agent, engine, service.target, metrics_url, tokens, repeats)
         finally:
             await channel.close()
     finally:
@@ -217,15 +232,63 @@ async def bench_engine(
     return rows
 
 
+@dataclass
+class AgentSetup:
+    """The policy on vLLM for the agent path, and the prompts as OpenRLHF hands them to ``execute``."""
+
+    engine: RolloutEngine
+    tokenizer: Any
+    policy_path: Path
+    context_window: int
+    prompts: list[str]
+    labels: list[str]
+
+
+async def measure_agent(
+    setup: AgentSetup, engine: str, target: str, metrics_url: str, tokens: int, repeats: int
+) -> list[Measured]:
+    """Solo and tandem batches through ``TandemAgent.execute``, interleaved; the median of each."""
+    schedules = {"solo": SOLO, "tandem": WORD_HANDOFFS}
+
+    async def batch(mode: str, count: int) -> Measured:
+        settings = agent_settings(target, schedules[mode], setup.policy_path)
+        prompts, labels = setup.prompts[:count], setup.labels[:count]
+        done = await run_agent_batch(
+            setup.engine, settings, setup.tokenizer, prompts, labels, tokens, setup.context_window, metrics_url
+        )
+        return Measured(
+            mode,
+            engine,
+            count,
+            done.seconds,
+            done.response_tokens,
+            done.policy_calls,
+            done.continue_calls,
+            done.policy_prefix_tokens / count,
+            done.weak_prefix_tokens / count,
+            done.weak_tokens,
+            done.policy_computed_prefix_tokens / count,
+            done.weak_computed_prefix_tokens / count,
+            AGENT,
+        )
+
+    await batch("tandem", min(8, len(setup.prompts)))  # warm-up
+    runs: dict[str, list[Measured]] = {mode: [] for mode in schedules}
+    for _ in range(repeats):
+        for mode in schedules:
+            runs[mode].append(await batch(mode, len(setup.prompts)))
+    return [sorted(runs[mode], key=lambda r: r.seconds)[repeats // 2] for mode in schedules]
+
+
 def table(result: BenchResult) -> Table:
     out = Table(title=f"tandem vs solo rollouts: {result.prompts} prompts, up to {result.max_new_tokens} new tokens")
-    names = ("engine", "mode", "seconds", "tokens/s", "rounds", "Continue calls", "policy prefix sent/computed",
+    names = ("path", "engine", "mode", "seconds", "tokens/s", "rounds", "Continue calls", "policy prefix sent/computed",
              "weak prefix sent/computed", "weak tokens")  # fmt: skip
     for name in names:
-        out.add_column(name, justify="left" if name in ("engine", "mode") else "right")
+        out.add_column(name, justify="left" if name in ("path", "engine", "mode") else "right")
     for r in result.rows:
         out.add_row(
-            r.engine, r.mode, f"{r.seconds:.2f}", f"{r.tokens_per_s:.0f}", str(r.rounds), str(r.continue_calls),
+            r.path, r.engine, r.mode, f"{r.seconds:.2f}", f"{r.tokens_per_s:.0f}", str(r.rounds), str(r.continue_calls),
             f"{r.policy_prefix_tokens_per_rollout:.0f} / {r.policy_computed_prefix_per_rollout:.0f}",
             f"{r.weak_prefix_tokens_per_rollout:.0f} / {r.weak_computed_prefix_per_rollout:.0f}", str(r.weak_tokens),
         )  # fmt: skip
@@ -238,15 +301,21 @@ def draw(result: BenchResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    engines = result.engines()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    groups = result.groups()
+    figure, axis = plt.subplots(figsize=(3 + 1.6 * len(groups), 3.5))
     for offset, mode in zip((-0.27, 0.0, 0.27), MODES, strict=True):
-        seconds = [next(r.seconds for r in result.rows if r.engine == e and r.mode == mode) for e in engines]
-        axis.bar([i + offset for i in range(len(engines))], seconds, width=0.27, label=mode)
-    for i, engine in enumerate(engines):
-        top = max(r.seconds for r in result.rows if r.engine == engine)
-        axis.text(i + 0.27, top, f"×{result.ratio(engine):.2f}", ha="center", va="bottom")
-    axis.set_xticks(range(len(engines)), [f"weak model: {e}" for e in engines])
+        bars = [
+            (i, r.seconds)
+            for i, g in enumerate(groups)
+            for r in result.rows
+            if (r.path, r.engine, r.mode) == (*g, mode)
+        ]
+        axis.bar([i + offset for i, _ in bars], [s for _, s in bars], width=0.27, label=mode)
+    for i, (loop, engine) in enumerate(groups):
+        top = max(r.seconds for r in result.rows if (r.path, r.engine) == (loop, engine))
+        axis.text(i + 0.27, top, f"×{result.ratio(engine, loop):.2f}", ha="center", va="bottom")
+    labels = [f"weak: {e}" if p == LEARNER else f"{p}\nweak: {e}" for p, e in groups]
+    axis.set_xticks(range(len(groups)), labels, fontsize="small")
     axis.set_ylabel("seconds per batch")
     axis.margins(y=0.35)
     axis.set_title(f"{result.prompts} rollouts, ≤ {result.max_new_tokens} tokens: tandem (word, p 0.5) vs solo")
@@ -265,18 +334,33 @@ async def run_bench(
     logs: Path,
     prefix_cache: bool = True,
     repeats: int = 3,
+    agent: bool = False,
 ) -> BenchResult:
     from services.tasks.toy import format_prompt, generate
 
     policy = TransformersPolicy.load(policy_path, torch_threads=1)
     if not prefix_cache:
         policy.prefix_cache.max_bytes = 0  # stores nothing: every segment prefills its whole prefix
-    encoded = [policy.encode(format_prompt(p.question)) for p in generate("test", prompts)]
+    problems = generate("test", prompts)
+    texts = [format_prompt(p.question) for p in problems]
+    encoded = [policy.encode(text) for text in texts]
+    setup = None
+    if agent:
+        from transformers import AutoTokenizer
+
+        window = policy.context_window
+        rollout_engine = await asyncio.to_thread(RolloutEngine.start, policy_path, window, max(64, prompts))
+        tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        setup = AgentSetup(rollout_engine, tokenizer, policy_path, window, texts, [str(p.answer) for p in problems])
     result = BenchResult(prompts, max_new_tokens)
-    for engine in engines:
-        result.rows += await bench_engine(
-            engine, policy, encoded, max_new_tokens, weak_model, logs, prefix_cache, repeats
-        )
+    try:
+        for engine in engines:
+            result.rows += await bench_engine(
+                engine, policy, encoded, max_new_tokens, weak_model, logs, prefix_cache, repeats, setup
+            )
+    finally:
+        if setup is not None:
+            setup.engine.shutdown()
     return result
 
 
@@ -296,19 +380,29 @@ def bench_tandem(
         typer.Option(help="The policy's and the hf weak engine's prefix KV caches (off: every prefix recomputed)."),
     ] = True,
     repeats: Annotated[int, typer.Option(min=1, help="Batches per mode, interleaved; the median is reported.")] = 5,
+    agent: Annotated[
+        bool | None,
+        typer.Option(help="Also the OpenRLHF agent path, the policy on vLLM [default: on when vLLM is installed]."),
+    ] = None,
 ) -> None:
     """Wall time of solo and word-handoff tandem rollouts of the same prompts; the tandem ÷ solo ratio last."""
     logging.basicConfig(level=logging.WARNING)
-    engines = engine or ["hf", *(["vllm"] if importlib.util.find_spec("vllm") else [])]
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    engines = engine or ["hf", *(["vllm"] if has_vllm else [])]
+    if agent and not has_vllm:
+        raise typer.BadParameter("the agent path runs the policy on vLLM, which is not installed", param_hint="--agent")
     for name in engines:
         if name not in ("hf", "vllm"):
             raise typer.BadParameter("must be hf or vllm", param_hint="--engine")
-    result = asyncio.run(run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats))
+    with_agent = has_vllm if agent is None else agent
+    result = asyncio.run(
+        run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent)
+    )
     console = Console(width=max(Console().width, 130))
     console.print(table(result))
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if png is not None:
         draw(result, png)
-    for name in result.engines():
-        console.print(f"tandem ÷ solo, weak model on {name}: {result.ratio(name):.2f}")
+    for path, name in result.groups():
+        console.print(f"tandem ÷ solo, {path} path, weak model on {name}: {result.ratio(name, path):.2f}")

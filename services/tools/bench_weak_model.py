@@ -2,14 +2,16 @@
 
 On the same prompts (the toy task's test problems), greedy, no boundary, a fixed ``max_new_tokens``:
 
-1. raw: vLLM's ``AsyncLLM`` in this process, configured as the service configures it, as many continuations as
-   one service level sends, all submitted at once — the most the engine gives;
+1. raw: vLLM's ``AsyncLLM`` in this process, configured and called as the service calls it (the same
+   ``SamplingParams``: final output only, no detokenising without stop strings): (a) as many continuations as one
+   service level sends, all submitted at once -- the most the engine gives; (b) the same requests from 1, 8 and 64
+   concurrent loops, one continuation each -- what vLLM itself gives at that concurrency;
 2. the service (``python -m services.weak_model``, a separate process) on loopback (engine vllm; optionally also
-   hf), Continue with one item per request from 1, 8 and 64
-   concurrent clients, each level bounded by a request count and a duration.
+   hf), Continue with one item per request from 1, 8 and 64 concurrent clients.
 
-It prints generated tokens per second and the ratio service / raw side by side. The engines run one after the
-other (never two on the CPU at once), and the run is bounded: ``--requests`` and ``--duration`` per level.
+Every level is bounded by a request count and a duration. It prints generated tokens per second and two ratios side
+by side: to raw all at once, and to raw at the same concurrency (the service's own cost). The engines run one after
+the other (never two on the CPU at once).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 240.0
 """A vLLM engine's first start takes ~35 s on 2 CPU cores; a service process imports and warms up too."""
 
+RAW = "raw"
+"""The ``engine`` of raw AsyncLLM rows."""
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -44,13 +50,38 @@ class Measured:
     requests: int
     tokens: int
     seconds: float
-    engine: str = ""
-    """The service's engine; "" for the raw run."""
+    engine: str = RAW
+    """The service's engine, or :data:`RAW` for vLLM alone."""
     clients: int = 0
+    """Concurrent callers; 0 for raw with every request submitted at once."""
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Run:
+    """All rows of one bench run, with the two references every service row is compared to."""
+
+    rows: list[Measured]
+
+    @property
+    def all_at_once(self) -> Measured:
+        return next(r for r in self.rows if r.engine == RAW and r.clients == 0)
+
+    def raw_at(self, clients: int) -> Measured | None:
+        return next((r for r in self.rows if r.engine == RAW and r.clients == clients), None)
+
+    def ratios(self, row: Measured) -> tuple[float | None, float | None]:
+        """(row ÷ raw all at once, row ÷ raw at the row's concurrency); None where it is the reference itself."""
+        if row.engine == RAW and row.clients == 0:
+            return None, None
+        top = self.all_at_once.tokens_per_s
+        same = self.raw_at(row.clients) if row.engine != RAW else None
+        vs_top = row.tokens_per_s / top if top else None
+        vs_same = row.tokens_per_s / same.tokens_per_s if same is not None and same.tokens_per_s else None
+        return vs_top, vs_same
 
 
 def bench_prompts(count: int) -> list[str]:
@@ -60,10 +91,27 @@ def bench_prompts(count: int) -> list[str]:
     return [format_prompt(problem.question) for problem in generate("test", count)]
 
 
-async def measure_raw(model: Path, prompts: list[str], max_new_tokens: int, max_batch_size: int) -> Measured:
-    """vLLM alone: the service's AsyncLLM configuration, all prompts submitted concurrently."""
-    from transformers import AutoConfig, AutoTokenizer
+def raw_sampling_params(max_new_tokens: int) -> Any:
+    """What the service sends vLLM for one Continue item without a boundary (see ``vllm_segments``)."""
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        max_tokens=max_new_tokens,
+        temperature=0.0,
+        logprobs=0,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+        detokenize=False,
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,
+    )
+
+
+async def measure_raw(
+    model: Path, prompts: list[str], max_new_tokens: int, levels: list[int], requests: int, duration: float
+) -> list[Measured]:
+    """vLLM alone, the service's AsyncLLM configuration: all requests at once, then from each number of loops."""
+    from transformers import AutoConfig, AutoTokenizer
     from vllm.inputs import TokensPrompt
 
     from services.decoding.tokens import context_window
@@ -71,28 +119,34 @@ async def measure_raw(model: Path, prompts: list[str], max_new_tokens: int, max_
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     window = context_window(AutoConfig.from_pretrained(model), tokenizer)
-    args = engine_args(model, context_window=window, seed=0, max_num_seqs=max_batch_size)
+    args = engine_args(model, context_window=window, seed=0, max_num_seqs=max(levels))
     llm = await asyncio.to_thread(start_async_llm, args)
+    ids = itertools.count()
     try:
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, logprobs=0)
-        encoded = [tokenizer.encode(p) for p in prompts]
+        params = raw_sampling_params(max_new_tokens)
+        encoded = {p: tokenizer.encode(p) for p in prompts}
 
-        async def one(index: int, ids: list[int]) -> int:
+        async def one(prompt: str) -> int:
             final = None
-            async for output in llm.generate(TokensPrompt(prompt_token_ids=ids), params, f"bench-{index}"):
+            async for output in llm.generate(TokensPrompt(prompt_token_ids=encoded[prompt]), params, f"b{next(ids)}"):
                 final = output
             assert final is not None
             return len(final.outputs[0].token_ids) - int(final.outputs[0].finish_reason == "stop")
 
-        await one(-1, encoded[0])  # warm-up
+        await one(prompts[0])  # warm-up
+        batch = list(itertools.islice(itertools.cycle(prompts), max(requests, max(levels))))
         started = time.perf_counter()
-        counts = await asyncio.gather(*(one(i, ids) for i, ids in enumerate(encoded)))
+        counts = await asyncio.gather(*(one(p) for p in batch))
         seconds = time.perf_counter() - started
+        rows = [Measured(f"raw AsyncLLM, {len(batch)} requests at once", len(batch), sum(counts), seconds)]
+        for clients in levels:
+            label = f"raw AsyncLLM, {_clients(clients)}"
+            rows.append(await _level(label, RAW, one, prompts, clients, requests, duration))
     finally:
         llm.shutdown()
         llm = None
         gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit
-    return Measured(f"raw AsyncLLM, {len(prompts)} requests at once", len(prompts), sum(counts), seconds)
+    return rows
 
 
 async def measure_service(
@@ -121,22 +175,19 @@ async def measure_service(
     channel = open_channel(service.target)
     stub = weak_model_pb2_grpc.WeakModelServiceStub(channel)
 
-    def request(prompt: str) -> Any:
+    async def one(prompt: str) -> int:
         item = weak_model_pb2.ContinueItem(
             prefix=common_pb2.TextOrTokens(text=prompt), max_new_tokens=max_new_tokens, temperature=0.0
         )
-        return weak_model_pb2.ContinueRequest(items=[item])
+        response = await stub.Continue(weak_model_pb2.ContinueRequest(items=[item]), timeout=120)
+        return len(response.results[0].token_ids)
 
     results = []
     try:
-        await stub.Continue(request(prompts[0]), timeout=120)  # warm-up
+        await one(prompts[0])  # warm-up
         for clients in levels:
-            started = time.perf_counter()
-            done, tokens = await _drive(stub, request, prompts, clients, max(requests, clients), started + duration)
-            seconds = time.perf_counter() - started
-            label = f"service, engine {engine}, {clients} client{'s' if clients > 1 else ''}"
-            results.append(Measured(label, done, tokens, seconds, engine, clients))
-            log.info("%s: %d requests, %d tokens in %.1f s", label, done, tokens, seconds)
+            label = f"service, engine {engine}, {_clients(clients)}"
+            results.append(await _level(label, engine, one, prompts, clients, requests, duration))
     finally:
         await channel.close()
         service.stop(grace_s=30)
@@ -144,60 +195,85 @@ async def measure_service(
     return results
 
 
-async def _drive(
-    stub: Any, request: Any, prompts: list[str], clients: int, requests: int, deadline: float
-) -> tuple[int, int]:
-    """``clients`` concurrent loops share ``requests`` Continue calls; each stops once past ``deadline``."""
-    feed = itertools.islice(itertools.cycle(prompts), requests)  # shared: a prompt goes to whichever client is free
+def _clients(count: int) -> str:
+    return f"{count} client{'s' if count > 1 else ''}"
+
+
+async def _level(
+    label: str,
+    engine: str,
+    call: Callable[[str], Awaitable[int]],
+    prompts: list[str],
+    clients: int,
+    requests: int,
+    duration: float,
+) -> Measured:
+    """``clients`` concurrent loops share ``max(requests, clients)`` calls; each loop stops once past ``duration``."""
+    feed = itertools.islice(itertools.cycle(prompts), max(requests, clients))  # a prompt goes to whichever is free
+    started = time.perf_counter()
+    deadline = started + duration
     done = [0, 0]  # requests, tokens
 
     async def client() -> None:
         for prompt in feed:
-            response = await stub.Continue(request(prompt), timeout=120)
+            done[1] += await call(prompt)
             done[0] += 1
-            done[1] += len(response.results[0].token_ids)
             if time.perf_counter() > deadline:
                 return
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return done[0], done[1]
+    seconds = time.perf_counter() - started
+    log.info("%s: %d requests, %d tokens in %.1f s", label, done[0], done[1], seconds)
+    return Measured(label, done[0], done[1], seconds, engine, clients)
 
 
-def table(raw: Measured, rows: list[Measured], title: str) -> Table:
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def table(run: Run, title: str) -> Table:
     out = Table(title=title)
-    for name in ("measured", "requests", "tokens", "seconds", "tokens/s", "service / raw"):
+    for name in ("measured", "requests", "tokens", "seconds", "tokens/s", "÷ raw all at once", "÷ raw same clients"):
         out.add_column(name, justify="left" if name == "measured" else "right")
-    for row in [raw, *rows]:
-        ratio = "" if row is raw else f"{row.tokens_per_s / raw.tokens_per_s:.2f}" if raw.tokens_per_s else "-"
-        out.add_row(
-            row.label, str(row.requests), str(row.tokens), f"{row.seconds:.2f}", f"{row.tokens_per_s:.0f}", ratio
-        )
+    for row in run.rows:
+        vs_top, vs_same = run.ratios(row)
+        cells = [str(row.requests), str(row.tokens), f"{row.seconds:.2f}", f"{row.tokens_per_s:.0f}"]
+        out.add_row(row.label, *cells, _ratio(vs_top), _ratio(vs_same))
     return out
 
 
-def to_json(raw: Measured, rows: list[Measured], settings: dict[str, object]) -> dict[str, object]:
-    """The run as JSON: the machine, the settings, every row with tokens/s and its ratio to raw."""
+def to_json(run: Run, settings: dict[str, object]) -> dict[str, object]:
+    """The run as JSON: the machine, the settings, every row with tokens/s and its two ratios."""
     measured = []
-    for row in [raw, *rows]:
-        ratio = None if row is raw or not raw.tokens_per_s else round(row.tokens_per_s / raw.tokens_per_s, 3)
-        measured.append({**dataclasses.asdict(row), "tokens_per_s": row.tokens_per_s, "ratio_vs_raw": ratio})
+    for row in run.rows:
+        vs_top, vs_same = run.ratios(row)
+        measured.append(
+            {
+                **dataclasses.asdict(row),
+                "tokens_per_s": row.tokens_per_s,
+                "ratio_vs_raw": None if vs_top is None else round(vs_top, 3),
+                "ratio_vs_raw_same_clients": None if vs_same is None else round(vs_same, 3),
+            }
+        )
     return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "settings": settings, "rows": measured}
 
 
-def draw(raw: Measured, rows: list[Measured], path: Path, title: str) -> None:
-    """Tokens/s by concurrent clients, one line per engine, raw AsyncLLM as a reference line."""
+def draw(run: Run, path: Path, title: str) -> None:
+    """Tokens/s by concurrent clients: raw AsyncLLM and one line per engine; raw all at once as a reference line."""
     from services.tools.bench_plots import Series, draw_throughput
 
     series = []
-    for engine in dict.fromkeys(r.engine for r in rows):
-        points = [r for r in rows if r.engine == engine]
+    for engine in dict.fromkeys(r.engine for r in run.rows if r.clients):
+        points = [r for r in run.rows if r.engine == engine and r.clients]
+        label = "raw AsyncLLM" if engine == RAW else f"service, engine {engine}"
         series.append(
-            Series(f"service, engine {engine}", [r.clients for r in points], [r.tokens_per_s for r in points])
+            Series(label, [r.clients for r in points], [r.tokens_per_s for r in points], "s" if engine == RAW else "o")
         )
+    top = run.all_at_once
     draw_throughput(
         path,
         title,
-        ("raw AsyncLLM", raw.tokens_per_s),
+        ("raw AsyncLLM all at once", top.tokens_per_s),
         series,
         xlabel="concurrent clients (one item per Continue)",
         ylabel="tokens / s",
@@ -207,15 +283,13 @@ def draw(raw: Measured, rows: list[Measured], path: Path, title: str) -> None:
 
 async def run_bench(
     model: Path, prompts: int, max_new_tokens: int, levels: list[int], requests: int, duration: float, hf: bool
-) -> tuple[Measured, list[Measured]]:
+) -> Run:
     texts = bench_prompts(prompts)
-    # The raw run submits at once as many continuations as each service level sends: the same tokens to generate.
-    batch = list(itertools.islice(itertools.cycle(texts), max(requests, max(levels))))
-    raw = await measure_raw(model, batch, max_new_tokens, max(levels))
-    rows = await measure_service("vllm", model, texts, max_new_tokens, levels, requests, duration)
+    rows = await measure_raw(model, texts, max_new_tokens, levels, requests, duration)
+    rows += await measure_service("vllm", model, texts, max_new_tokens, levels, requests, duration)
     if hf:
         rows += await measure_service("hf", model, texts, max_new_tokens, levels, requests, duration)
-    return raw, rows
+    return Run(rows)
 
 
 def bench_weak_model(
@@ -229,16 +303,16 @@ def bench_weak_model(
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option(help="Draw tokens/s by clients, with the raw line, here.")] = None,
 ) -> None:
-    """Tokens/s of vLLM alone vs the weak-model service's Continue at 1, 8 and 64 concurrent clients."""
+    """Tokens/s of vLLM alone vs the weak-model service's Continue, at 1, 8 and 64 concurrent clients each."""
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     levels = sorted(set(clients or [1, 8, 64]))
-    raw, rows = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, requests, duration, hf))
+    run = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, requests, duration, hf))
     title = f"weak-model throughput: {prompts} toy test prompts, greedy, max_new_tokens {max_new_tokens}, {model.name}"
-    Console(width=max(Console().width, 110)).print(table(raw, rows, title))
+    Console(width=max(Console().width, 110)).print(table(run, title))
     if json_out is not None:
         settings = {"model": os.path.relpath(model), "prompts": prompts, "max_new_tokens": max_new_tokens}
         settings |= {"clients": levels, "requests": requests, "duration_s": duration}
-        json_out.write_text(json.dumps(to_json(raw, rows, settings), indent=2) + "\n")
+        json_out.write_text(json.dumps(to_json(run, settings), indent=2) + "\n")
     if png is not None:
-        draw(raw, rows, png, title)
+        draw(run, png, title)

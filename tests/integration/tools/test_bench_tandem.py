@@ -16,7 +16,7 @@ def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Pat
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     command = [sys.executable, "-m", "services.cli", "bench", "tandem", "--prompts", "6", "--max-new-tokens", "24"]
     command += ["--engine", "hf", "--repeats", "1", "--json-out", str(out), "--png", str(png)]
-    command += ["--logs", str(tmp_path / "logs")]
+    command += ["--logs", str(tmp_path / "logs"), "--no-agent"]
     shown = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -38,4 +38,29 @@ def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Pat
     assert solo["policy_computed_prefix_per_rollout"] == solo["policy_prefix_tokens_per_rollout"]
     assert result["tandem_over_solo"]["hf"] == pytest.approx(tandem["seconds"] / solo["seconds"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert shown.stdout.strip().splitlines()[-1].startswith("tandem ÷ solo, weak model on hf: ")
+    assert shown.stdout.strip().splitlines()[-1].startswith("tandem ÷ solo, learner path, weak model on hf: ")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_tandem_agent_path_runs_openrlhfs_agent_over_a_vllm_policy(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "services.cli", "bench", "tandem", "--prompts", "4", "--max-new-tokens", "24"]
+    command += ["--engine", "hf", "--repeats", "1", "--json-out", str(out), "--logs", str(tmp_path / "logs")]
+    shown = subprocess.run([*command, "--agent"], capture_output=True, text=True, timeout=380)
+    assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    result = json.loads(out.read_text())
+    agent = {r["mode"]: r for r in result["rows"] if r["path"] == "openrlhf agent"}
+    assert sorted(agent) == ["solo", "tandem"]
+    solo, tandem = agent["solo"], agent["tandem"]
+    assert solo["rollouts"] == tandem["rollouts"] == 4
+    # Solo: one policy generate per rollout (more only where a stop string fired early), no weak model at all.
+    assert solo["rounds"] >= 4 and (solo["continue_calls"], solo["weak_tokens"]) == (0, 0)
+    # Tandem: many policy calls, Continue calls counted by the service's own metrics, weak tokens in the rollouts.
+    assert tandem["rounds"] > solo["rounds"] and tandem["continue_calls"] > 0 and tandem["weak_tokens"] > 0
+    assert 0 < tandem["response_tokens"] <= 4 * 24 and 0 < solo["response_tokens"] <= 4 * 24
+    # vLLM's prefix caching serves the policy's repeated prefixes; the hf weak engine's prefix cache the weak ones.
+    assert tandem["policy_computed_prefix_per_rollout"] < 0.6 * tandem["policy_prefix_tokens_per_rollout"]
+    assert 0 < tandem["weak_computed_prefix_per_rollout"] < 0.6 * tandem["weak_prefix_tokens_per_rollout"]
+    assert result["agent_tandem_over_solo"]["hf"] == pytest.approx(tandem["seconds"] / solo["seconds"])
+    assert "tandem ÷ solo, openrlhf agent path, weak model on hf" in shown.stdout

@@ -1,4 +1,4 @@
-"""What ``bench weak-model`` saves (JSON rows with ratios, a PNG) from its measurements, without running engines."""
+"""What `bench weak-model` saves (JSON rows with both ratios, a PNG) from its measurements, without engines."""
 
 from __future__ import annotations
 
@@ -7,19 +7,36 @@ from pathlib import Path
 
 import pytest
 
-from services.tools.bench_weak_model import Measured, draw, to_json
+from services.tools.bench_weak_model import Measured, Run, draw, table, to_json
 
 
-def test_weak_model_bench_json_has_every_row_and_its_ratio_to_raw(tmp_path: Path) -> None:
-    raw = Measured("raw AsyncLLM, 256 requests at once", 256, 8000, 2.0)
-    rows = [
-        Measured("service, engine vllm, 1 client", 10, 400, 1.0, "vllm", 1),
-        Measured("service, engine vllm, 64 clients", 256, 8000, 2.5, "vllm", 64),
-        Measured("service, engine hf, 64 clients", 256, 8000, 1.0, "hf", 64),
-    ]
-    saved = json.loads(json.dumps(to_json(raw, rows, {"prompts": 128})))
-    assert [r["ratio_vs_raw"] for r in saved["rows"]] == [None, 0.1, 0.8, 2.0]  # 400/s, 3200/s, 8000/s vs 4000/s
-    assert saved["rows"][2]["tokens_per_s"] == pytest.approx(3200.0)
-    assert (saved["rows"][1]["engine"], saved["rows"][1]["clients"], saved["settings"]) == ("vllm", 1, {"prompts": 128})
-    draw(raw, rows, tmp_path / "weak.png", "bench")
+def measured_run() -> Run:
+    return Run(
+        [
+            Measured("raw AsyncLLM, 256 requests at once", 256, 8000, 2.0),  # 4000/s
+            Measured("raw AsyncLLM, 1 client", 20, 400, 2.0, clients=1),  # 200/s
+            Measured("raw AsyncLLM, 64 clients", 256, 8000, 2.5, clients=64),  # 3200/s
+            Measured("service, engine vllm, 1 client", 10, 400, 2.5, "vllm", 1),  # 160/s
+            Measured("service, engine vllm, 64 clients", 256, 8000, 2.5, "vllm", 64),  # 3200/s
+            Measured("service, engine hf, 64 clients", 256, 8000, 1.0, "hf", 64),  # 8000/s
+        ]
+    )
+
+
+def test_weak_model_bench_json_has_every_row_and_both_ratios(tmp_path: Path) -> None:
+    saved = json.loads(json.dumps(to_json(measured_run(), {"prompts": 128})))
+    rows = saved["rows"]
+    assert [r["ratio_vs_raw"] for r in rows] == [None, 0.05, 0.8, 0.04, 0.8, 2.0]
+    # The service against vLLM alone at the same concurrency: 160/200, 3200/3200, 8000/3200; raw rows have none.
+    assert [r["ratio_vs_raw_same_clients"] for r in rows] == [None, None, None, 0.8, 1.0, 2.5]
+    assert rows[4]["tokens_per_s"] == pytest.approx(3200.0)
+    assert (rows[3]["engine"], rows[3]["clients"], saved["settings"]) == ("vllm", 1, {"prompts": 128})
+    assert (rows[0]["engine"], rows[0]["clients"]) == ("raw", 0)
+
+
+def test_weak_model_bench_table_and_plot(tmp_path: Path) -> None:
+    printed = table(measured_run(), "bench")
+    assert [c.header for c in printed.columns][-2:] == ["÷ raw all at once", "÷ raw same clients"]
+    assert list(printed.columns[-1].cells) == ["", "", "", "0.80", "1.00", "2.50"]
+    draw(measured_run(), tmp_path / "weak.png", "bench")
     assert (tmp_path / "weak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
