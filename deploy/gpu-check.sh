@@ -64,6 +64,8 @@ bench verifier-hf 150 legibility bench verifier --model "$CKPT/classifier" --eng
   --no-vllm --json-out "$OUT/verifier-hf.json" --png "$OUT/verifier-hf.png"
 bench verifier-vllm 180 legibility bench verifier --model "$CKPT/classifier" --engine vllm --duration 10 \
   --json-out "$OUT/verifier-vllm.json" --png "$OUT/verifier-vllm.png"
-bench tandem 120 legibility bench tandem --repeats 3 \
+# --no-agent: the agent path's policy engine and the weak-model service's vLLM engine would both claim vLLM's
+# default 0.9 of the one GPU.
+bench tandem 120 legibility bench tandem --repeats 3 --no-agent \
   --json-out "$OUT/tandem.json" --png "$OUT/tandem.png"
 cat "$OUT/summary.txt"

@@ -24,6 +24,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -387,6 +388,7 @@ def bench_tandem(
 ) -> None:
     """Wall time of solo and word-handoff tandem rollouts of the same prompts; the tandem ÷ solo ratio last."""
     logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the agent path's policy engine logs in this process
     has_vllm = importlib.util.find_spec("vllm") is not None
     engines = engine or ["hf", *(["vllm"] if has_vllm else [])]
     if agent and not has_vllm:

@@ -133,7 +133,7 @@ async def measure_raw(
             assert final is not None
             return len(final.outputs[0].token_ids) - int(final.outputs[0].finish_reason == "stop")
 
-        await one(prompts[0])  # warm-up
+        await asyncio.gather(*(one(p) for p in prompts))  # warm-up: every prompt once, as the service gets
         batch = list(itertools.islice(itertools.cycle(prompts), max(requests, max(levels))))
         started = time.perf_counter()
         counts = await asyncio.gather(*(one(p) for p in batch))
@@ -184,7 +184,8 @@ async def measure_service(
 
     results = []
     try:
-        await one(prompts[0])  # warm-up
+        # Warm-up: every prompt once, so every level (and raw) finds the prompts in vLLM's prefix cache alike.
+        await asyncio.gather(*(one(p) for p in prompts))
         for clients in levels:
             label = f"service, engine {engine}, {_clients(clients)}"
             results.append(await _level(label, engine, one, prompts, clients, requests, duration))
@@ -216,8 +217,9 @@ async def _level(
 
     async def client() -> None:
         for prompt in feed:
-            done[1] += await call(prompt)
+            tokens = await call(prompt)  # awaited first: `done[1] += await ...` would add to a stale read
             done[0] += 1
+            done[1] += tokens
             if time.perf_counter() > deadline:
                 return
 
