@@ -383,7 +383,7 @@ def bench_tandem(
     repeats: Annotated[int, typer.Option(min=1, help="Batches per mode, interleaved; the median is reported.")] = 5,
     agent: Annotated[
         bool | None,
-        typer.Option(help="Also the OpenRLHF agent path, the policy on vLLM [default: on when vLLM is installed]."),
+        typer.Option(help="Also the OpenRLHF agent path, the policy on vLLM (default: on when vLLM is installed)."),
     ] = None,
 ) -> None:
     """Wall time of solo and word-handoff tandem rollouts of the same prompts; the tandem ÷ solo ratio last."""
