@@ -64,8 +64,7 @@ bench verifier-hf 150 legibility bench verifier --model "$CKPT/classifier" --eng
   --no-vllm --json-out "$OUT/verifier-hf.json" --png "$OUT/verifier-hf.png"
 bench verifier-vllm 180 legibility bench verifier --model "$CKPT/classifier" --engine vllm --duration 10 \
   --json-out "$OUT/verifier-vllm.json" --png "$OUT/verifier-vllm.png"
-# --no-agent: the agent path's policy engine and the weak-model service's vLLM engine would both claim vLLM's
-# default 0.9 of the one GPU.
-bench tandem 120 legibility bench tandem --repeats 3 --no-agent \
+# With the agent path: its policy engine and the weak-model service's vLLM engine take 0.4 of the GPU each.
+bench tandem 150 legibility bench tandem --repeats 3 \
   --json-out "$OUT/tandem.json" --png "$OUT/tandem.png"
 cat "$OUT/summary.txt"

@@ -47,7 +47,7 @@ from services.learner.evaluation.evaluate import SOLO
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
 from services.learner.rl.schedule import HandoffSchedule
-from services.tools.bench_tandem_agent import AGENT, RolloutEngine, agent_settings, run_agent_batch
+from services.tools.bench_tandem_agent import AGENT, GPU_SHARE, RolloutEngine, agent_settings, run_agent_batch
 
 log = logging.getLogger(__name__)
 WORD_HANDOFFS = HandoffSchedule(strategy="word", p_primary=0.5)
@@ -208,6 +208,7 @@ async def bench_engine(
         "services.weak_model",
         ["--engine", engine, "--model-path", str(weak_model), "--max-batch-size", "64",
          "--metrics-port", str(metrics_port), "--drain-delay-s", "0", "--max-queue-size", "1024",
+         "--vllm-gpu-memory-utilization", str(GPU_SHARE),
          *([] if prefix_cache else ["--prefix-cache-mib", "0"])],
         logs,
         free_port(),
@@ -369,7 +370,7 @@ def bench_tandem(
     prompts: Annotated[int, typer.Option(min=1, help="Rollouts in the batch (toy test prompts).")] = 64,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Most response tokens per rollout.")] = 100,
     engine: Annotated[
-        list[str] | None, typer.Option(help="Weak-model engines to measure [default: hf, and vllm if installed].")
+        list[str] | None, typer.Option(help="Weak-model engines to measure (default: hf, and vllm if installed).")
     ] = None,
     policy: Annotated[Path, typer.Option(help="The policy checkpoint (in-process).")] = BUNDLED_STRONG,
     weak_model: Annotated[Path, typer.Option(help="The weak model's checkpoint (served).")] = BUNDLED_WEAK,

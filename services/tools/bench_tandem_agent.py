@@ -26,6 +26,8 @@ from services.learner.rl.schedule import HandoffSchedule
 
 AGENT = "openrlhf agent"
 """The ``path`` of rows measured through the agent."""
+GPU_SHARE = 0.4
+"""On one GPU the policy's engine and the weak-model service's vLLM engine each take this share of its memory."""
 
 
 class RolloutEngine:
@@ -40,10 +42,14 @@ class RolloutEngine:
 
     @classmethod
     def start(cls, path: Path, context_window: int, max_num_seqs: int) -> RolloutEngine:
-        """The policy on vLLM, configured as the weak model's vllm engine (CPU-safe, GPT-2 head padding); blocking."""
+        """The policy on vLLM, configured as the weak model's vllm engine (CPU-safe, GPT-2 head padding), with
+        :data:`GPU_SHARE` of a GPU; blocking."""
         from services.weak_model.engines.vllm import engine_args, start_async_llm
 
-        return cls(start_async_llm(engine_args(path, context_window=context_window, seed=0, max_num_seqs=max_num_seqs)))
+        args = engine_args(
+            path, context_window=context_window, seed=0, max_num_seqs=max_num_seqs, gpu_memory_utilization=GPU_SHARE
+        )
+        return cls(start_async_llm(args))
 
     async def generate(self, prompt_token_ids: list[int], sampling_params: Any) -> Any:
         from vllm.inputs import TokensPrompt

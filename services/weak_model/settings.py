@@ -38,6 +38,9 @@ class WeakModelSettings(ServerSettings, ModelSourceSettings):
     """The transformers engine's prefix KV cache: a request whose prefix starts with an earlier one's text feeds only
     the rest (a tandem rollout resends its whole text each segment); least recently used entries go beyond this
     size; 0 turns it off. Its hit rate is exported as legibility_prefix_cache_* metrics. (vLLM has its own.)"""
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """vllm on a GPU: the share of its memory the engine may take (weights and KV cache; vLLM's default 0.9). Lower
+    it to share one GPU with another engine (the verifier's, a policy's); ignored on CPU."""
     vllm_seed: int = Field(0, ge=0)
     """vLLM engine seed (unseeded sampling); per-item seeds still give reproducible items."""
     engine_max_restarts: int = Field(3, ge=0)

@@ -34,6 +34,7 @@ def load_engine(settings: WeakModelSettings, weights: VerifiedWeights) -> WeakEn
             max_batch_size=settings.max_batch_size,
             max_queue_size=settings.max_queue_size,
             seed=settings.vllm_seed,
+            gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             max_restarts=settings.engine_max_restarts,
             restart_backoff_s=settings.engine_restart_backoff_s,
         )

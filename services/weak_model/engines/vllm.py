@@ -70,12 +70,13 @@ def engine_args(
     max_num_seqs: int,
     device: str | None = None,
     pad_heads: bool | None = None,
+    gpu_memory_utilization: float = 0.9,
 ) -> Any:  # vllm.AsyncEngineArgs, imported lazily (importing vllm takes seconds)
     """The AsyncLLM configuration the service uses (and the benchmark measures raw).
 
     ``device``: None = the platform vLLM detects. ``pad_heads``: apply the GPT-2 head-padding patch in vLLM's CPU
     workers; None decides from the model config (:func:`~services.decoding.vllm_heads.needs_padded_heads`),
-    True/False force it (to check it is harmless).
+    True/False force it (to check it is harmless). ``gpu_memory_utilization``: the GPU's share the engine takes.
     """
     from vllm import AsyncEngineArgs
 
@@ -98,6 +99,7 @@ def engine_args(
         enforce_eager=cpu,
         worker_extension_cls=PaddedHeadsWorkerExtension.qualified_name() if pad else "",
         logprobs_mode="raw_logprobs",
+        gpu_memory_utilization=gpu_memory_utilization,
         disable_log_stats=True,
     )
 
@@ -120,6 +122,7 @@ class VLLMEngine(TokenizerAccessors):
         max_batch_size: int,
         max_queue_size: int,
         seed: int = 0,
+        gpu_memory_utilization: float = 0.9,
         max_restarts: int = 3,
         restart_backoff_s: float = 2.0,
     ) -> None:
@@ -138,6 +141,7 @@ class VLLMEngine(TokenizerAccessors):
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size
         self._seed = seed
+        self._gpu_memory_utilization = gpu_memory_utilization
         self._inflight = 0
         self._ids = itertools.count()
         self._supervisor = EngineSupervisor(
@@ -164,6 +168,7 @@ class VLLMEngine(TokenizerAccessors):
             context_window=self.context_window,
             seed=self._seed,
             max_num_seqs=self._max_batch_size,
+            gpu_memory_utilization=self._gpu_memory_utilization,
         )
         llm = start_async_llm(args)
         log.info("vLLM engine started on %s", self._path)

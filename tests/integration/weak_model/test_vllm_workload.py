@@ -96,7 +96,7 @@ async def test_the_learners_tandem_workload_completes_on_vllm_as_on_hf(
     accuracy = [joint_accuracy(rollouts, policy) for rollouts in (on_vllm, on_hf)]
     print(f"weak share vllm {weak_share(on_vllm):.2f} hf {weak_share(on_hf):.2f}; joint accuracy {accuracy}")
     assert accuracy[0] == pytest.approx(accuracy[1], abs=0.25)
-    # Both engines find resent prefixes computed already (vLLM's prefix caching, in whole 16-token blocks; the hf
+    # Both engines find resent prefixes computed already (vLLM's prefix caching, in whole 32-token blocks on CPU; the hf
     # engine's cache, to the token) and say so in the legibility_prefix_cache_* metrics.
     shares = {}
     for engine in (vllm_weak, hf_weak):
