@@ -13,6 +13,20 @@ from services.common.registry import connect
 from tests.support.checkpoints import Family, Kind, build_checkpoint
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Hold gRPC's asyncio runtime for the whole session.
+
+    grpc.aio starts its poller thread with the first channel or server and shuts it down when the last one is gone,
+    which here happens at the end of every test's event loop. That shutdown joins the poller thread and can hang
+    for good when the thread is stuck writing its wake-up byte to a socket the closed loop no longer reads
+    (grpc/grpc#22365, #40989): one CI run lost a test to it (a 120 s timeout in the teardown). One reference taken
+    here keeps the count above zero, so the runtime is set up once and never torn down mid-session.
+    """
+    from grpc._cython import cygrpc
+
+    cygrpc.init_grpc_aio()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A fresh, empty redis-server per test (no persistence); its log stays in tmp_path for debugging."""
