@@ -110,6 +110,7 @@ async def test_the_learners_tandem_workload_completes_on_vllm_as_on_hf(
         shares[model] = reused / (reused + computed)
     print(f"prefix tokens reused: {shares}")
     assert shares["weak-on-hf"] > 0.4
+    assert shares["weak-on-vllm"] > 0.4  # 0.67 with 32-token blocks on CPU; vLLM's CPU default (128) gave 0.21
 
 
 def continue_request(seed: int) -> weak_model_pb2.ContinueRequest:
