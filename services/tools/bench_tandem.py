@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,14 @@ from services.learner.evaluation.evaluate import SOLO
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
 from services.learner.rl.schedule import HandoffSchedule
-from services.tools.bench_tandem_agent import AGENT, GPU_SHARE, RolloutEngine, agent_settings, run_agent_batch
+from services.tools.bench_tandem_agent import (
+    AGENT,
+    GPU_SHARE,
+    RolloutEngine,
+    agent_settings,
+    run_agent_batch,
+    weak_service_counters,
+)
 
 log = logging.getLogger(__name__)
 WORD_HANDOFFS = HandoffSchedule(strategy="word", p_primary=0.5)
@@ -136,18 +142,7 @@ class BenchResult:
 
 def _computed_prefix(metrics_url: str | None) -> float:
     """Prefix tokens the weak-model service computed so far (all its models), from its /metrics."""
-    if metrics_url is None:
-        return 0.0
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "legibility_prefix_cache_tokens_total" and sample.labels.get("source") == "computed"
-    )
+    return 0.0 if metrics_url is None else weak_service_counters(metrics_url).computed_prefix_tokens
 
 
 async def measure(

@@ -97,8 +97,17 @@ def agent_settings(weak_target: str, schedule: HandoffSchedule, tokenizer_path: 
     )
 
 
-def _weak_counters(metrics_url: str) -> tuple[float, float, float]:
-    """(Continue calls, prefix tokens looked up, prefix tokens computed) the weak-model service counted so far."""
+@dataclass(frozen=True)
+class WeakCounters:
+    """What the weak-model service counted so far (all its models), from its /metrics."""
+
+    continue_calls: float
+    prefix_tokens: float
+    computed_prefix_tokens: float
+
+
+def weak_service_counters(metrics_url: str) -> WeakCounters:
+    """The weak-model service's Continue calls and prefix tokens looked up / computed so far."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(metrics_url, timeout=10) as reply:
@@ -111,7 +120,7 @@ def _weak_counters(metrics_url: str) -> tuple[float, float, float]:
             elif sample.name == "legibility_prefix_cache_tokens_total":
                 sent += sample.value
                 computed += sample.value if sample.labels.get("source") == "computed" else 0.0
-    return calls, sent, computed
+    return WeakCounters(calls, sent, computed)
 
 
 async def run_agent_batch(
@@ -131,7 +140,7 @@ async def run_agent_batch(
     lengths = [len(tokenizer(text=p, add_special_tokens=False)["input_ids"]) for p in prompts]
     # The learner path's budget: up to max_new_tokens, within the window (the agent would cut a longer prompt).
     params = [SamplingParams(temperature=1.0, max_tokens=min(max_new_tokens, context_window - n)) for n in lengths]
-    before = await asyncio.to_thread(_weak_counters, metrics_url)
+    before = await asyncio.to_thread(weak_service_counters, metrics_url)
     calls, sent, computed = engine.calls, engine.prefix_tokens, engine.computed_prefix_tokens
     try:
         started = time.perf_counter()
@@ -144,7 +153,7 @@ async def run_agent_batch(
         seconds = time.perf_counter() - started
     finally:
         await agent._clients.close()
-    after = await asyncio.to_thread(_weak_counters, metrics_url)
+    after = await asyncio.to_thread(weak_service_counters, metrics_url)
     response_tokens = sum(
         len(r["observation_tokens"]) - n - (0 if r["truncated"] else 1)  # the agent appends EOS to a finished text
         for r, n in zip(results, lengths, strict=True)
@@ -156,7 +165,7 @@ async def run_agent_batch(
         policy_calls=engine.calls - calls,
         policy_prefix_tokens=engine.prefix_tokens - sent,
         policy_computed_prefix_tokens=engine.computed_prefix_tokens - computed,
-        continue_calls=int(after[0] - before[0]),
-        weak_prefix_tokens=after[1] - before[1],
-        weak_computed_prefix_tokens=after[2] - before[2],
+        continue_calls=int(after.continue_calls - before.continue_calls),
+        weak_prefix_tokens=after.prefix_tokens - before.prefix_tokens,
+        weak_computed_prefix_tokens=after.computed_prefix_tokens - before.computed_prefix_tokens,
     )
