@@ -63,22 +63,7 @@ class VerifierInput:
         self, rows: Sequence[Sequence[int]], padding_side: PaddingSide = "right"
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows already encoded by :meth:`ids`, padded: ids, attention mask, and each row's read-out index."""
-        if not rows:
-            raise ValueError("no rows to pad")
-        width = max(len(r) for r in rows)
-        # Padded in Python, then one tensor each: a per-row tensor and slice assignment costs more than the rows.
-        gaps = [width - len(row) for row in rows]
-        if padding_side == "right":
-            padded = [[*row, *[self.pad_id] * gap] for row, gap in zip(rows, gaps, strict=True)]
-            masks = [[1] * (width - gap) + [0] * gap for gap in gaps]
-            readout = torch.tensor([len(row) - 1 for row in rows], dtype=torch.long)
-        else:
-            padded = [[*[self.pad_id] * gap, *row] for row, gap in zip(rows, gaps, strict=True)]
-            masks = [[0] * gap + [1] * (width - gap) for gap in gaps]
-            readout = torch.full((len(rows),), width - 1, dtype=torch.long)
-        ids = torch.tensor(padded, dtype=torch.long)
-        mask = torch.tensor(masks, dtype=torch.long)
-        return ids, mask, readout
+        return pad_rows(rows, self.pad_id, padding_side)
 
     def logits(self, model: Any, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """The classifier's logit at each pair's read-out, one batch (with gradients if the caller allows them)."""
@@ -97,6 +82,26 @@ class VerifierInput:
         for start in range(0, len(pairs), batch_size):
             scores += self.logits(model, pairs[start : start + batch_size]).tolist()
         return scores
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, padding_side: PaddingSide = "right"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Encoded rows (each ending in its read-out EOS) padded with ``pad_id``: ids, attention mask, read-out index."""
+    if not rows:
+        raise ValueError("no rows to pad")
+    width = max(len(r) for r in rows)
+    # Padded in Python, then one tensor each: a per-row tensor and slice assignment costs more than the rows.
+    gaps = [width - len(row) for row in rows]
+    if padding_side == "right":
+        padded = [[*row, *[pad_id] * gap] for row, gap in zip(rows, gaps, strict=True)]
+        masks = [[1] * (width - gap) + [0] * gap for gap in gaps]
+        readout = torch.tensor([len(row) - 1 for row in rows], dtype=torch.long)
+    else:
+        padded = [[*[pad_id] * gap, *row] for row, gap in zip(rows, gaps, strict=True)]
+        masks = [[0] * gap + [1] * (width - gap) for gap in gaps]
+        readout = torch.full((len(rows),), width - 1, dtype=torch.long)
+    return torch.tensor(padded, dtype=torch.long), torch.tensor(masks, dtype=torch.long), readout
 
 
 def readout_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:

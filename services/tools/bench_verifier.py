@@ -79,6 +79,8 @@ class BenchConfig:
     """The service's engine, and what the raw row measures: hf (transformers forward passes) or vllm (AsyncLLM's
     pooling runner in this process, batches of max_batch_size rows submitted at once)."""
     vllm: bool = True
+    hf_worker: str = DEFAULTS.hf_worker
+    """The service's hf forward passes: in a thread of its process, or a child process (raw runs in this one)."""
 
 
 def bench_pairs(seed: int = 0) -> list[tuple[str, str]]:
@@ -140,7 +142,7 @@ async def measure_service(config: BenchConfig) -> list[Row]:
     flags = ["--model-path", str(config.model), "--no-metrics-enabled", "--no-http-enabled", "--drain-delay-s", "0"]
     flags += ["--log-level", "WARNING", "--max-batch-size", str(config.max_batch_size)]
     flags += ["--max-delay-ms", str(config.max_delay_ms), "--torch-threads", str(config.torch_threads)]
-    flags += ["--device", config.device, "--engine", config.engine]
+    flags += ["--device", config.device, "--engine", config.engine, "--hf-worker", config.hf_worker]
     flags += ["--max-queue-size", str(max(1024, 64 * 8 * 2))]
     with tempfile.TemporaryDirectory(prefix="bench-verifier-") as logs:
         service = ServiceProcess("verifier", "services.verifier", flags, Path(logs), free_port())
@@ -340,6 +342,9 @@ def bench_verifier(
     torch_threads: Annotated[int, typer.Option(min=1, help="torch threads (raw and service).")] = 1,
     device: Annotated[str, typer.Option(help="auto (the GPU when torch sees one), cpu or cuda.")] = "auto",
     engine: Annotated[str, typer.Option(help="The service's engine (and the raw row's): hf or vllm.")] = "hf",
+    hf_worker: Annotated[
+        str, typer.Option(help="The service's hf forward passes: thread (its process) or process (a child).")
+    ] = DEFAULTS.hf_worker,
     vllm: Annotated[bool, typer.Option(help="Also measure vLLM's pooling server (/classify).")] = True,
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option(help="Draw scores/s by clients, with raw and vLLM, here.")] = None,
@@ -356,10 +361,13 @@ def bench_verifier(
         device=device,
         engine=engine,
         vllm=vllm,
+        hf_worker=hf_worker,
     )
     raw, rows = asyncio.run(run_bench(config))
     title = (
-        f"verifier throughput: {model.name}, engine {engine}, max_batch_size {max_batch_size}, "
+        f"verifier throughput: {model.name}, engine {engine}"
+        + (f" ({hf_worker} worker)" if engine == "hf" else "")
+        + f", max_batch_size {max_batch_size}, "
         f"max_delay_ms {max_delay_ms:g}, {torch_threads} torch thread(s), {os.cpu_count()} CPUs"
     )
     Console(width=max(Console().width, 110)).print(table(raw, rows, title))

@@ -65,6 +65,7 @@ async def load_model(settings: VerifierSettings, weights: VerifiedWeights) -> Ve
         prompts=settings.prompt_format,
         device=settings.device,
         engine=settings.engine,
+        hf_worker=settings.hf_worker,
         vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
     )
     await model.start()

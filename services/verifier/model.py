@@ -5,7 +5,8 @@ hot swap replaces the whole object: requests keep the object they started with a
 encoded by the task's :class:`~services.tasks.verifier_input.VerifierInput` (for the toy task exactly as the
 bundled verifier was trained: problem, newline, solution, EOS as the read-out, right-padded); the score is the logit
 at each row's read-out, taken explicitly so that PAD == EOS tokenizers score right. Forward passes run in a worker
-thread (hf) or in vLLM's engine-core process (vllm), so the event loop (health checks, admission) stays responsive.
+thread or a child process (hf) or in vLLM's engine-core process (vllm), so the event loop (health checks,
+admission) stays responsive.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from services.decoding.tokens import DECODE, context_window, max_text_chars, tok
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask
 from services.tasks.verifier_input import VerifierInput
+from services.verifier.forward_process import ProcessTorchScorer
 from services.verifier.scorers import RowScorer, TorchScorer, VllmScorer
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,7 @@ class VerifierModel:
 
         For the transformers engine only (the benchmark's raw rate, tests); the vllm engine is awaited through
         :meth:`score`."""
-        if not isinstance(self._scorer, TorchScorer):
+        if not isinstance(self._scorer, TorchScorer | ProcessTorchScorer):
             raise TypeError(f"forward() runs the transformers engine in this thread; this is {self.engine}: score()")
         return self._scorer.forward(self._encode(pairs))
 
@@ -247,6 +249,7 @@ def load_verifier(
     device: str = "cpu",
     engine: str = "hf",
     vllm_gpu_memory_utilization: float = 0.4,
+    hf_worker: str = "thread",
 ) -> VerifierModel:
     """Load ``path`` once (float32, no gradients) into a VerifierModel (not started yet), blocking.
 
@@ -255,7 +258,8 @@ def load_verifier(
     checkpoint's tokenizer; by default the toy task, chat template when the tokenizer has one. ``engine``: hf (the
     transformers model on ``device``: a torch device, or ``auto`` for the GPU when torch sees one), vllm (vLLM's
     pooling runner, on the platform vLLM finds; ``vllm_gpu_memory_utilization`` of the GPU, so that a hot swap's
-    second engine fits beside the first), or auto (:func:`resolve_engine`).
+    second engine fits beside the first), or auto (:func:`resolve_engine`). ``hf_worker``: where the hf engine's
+    forward passes run, a thread of this process or a child process of their own (:mod:`forward_process`).
     """
     hf_logging.disable_progress_bar()
     engine = resolve_engine(engine)
@@ -274,15 +278,32 @@ def load_verifier(
         make_scorer: Callable[[VerifierInput], RowScorer] = lambda _input: scorer  # noqa: E731
         log.info("loaded verifier %s with vLLM's pooling runner", path)
     elif engine == "hf":
-        torch.set_num_threads(torch_threads)
-        model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
-        model.requires_grad_(False)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model.to(device)
-        parameters = model.num_parameters()
-        log.info("loaded verifier %s (%d parameters) on %s, %d torch threads", path, parameters, device, torch_threads)
-        make_scorer = functools.partial(TorchScorer, model, torch_threads=torch_threads)
+        if hf_worker == "process":
+
+            def make_scorer(verifier_input: VerifierInput) -> RowScorer:
+                scorer = ProcessTorchScorer.start(
+                    path, pad_id=verifier_input.pad_id, torch_threads=torch_threads, device=device
+                )
+                log.info(
+                    "loaded verifier %s (%d parameters) on %s in a child process, %d torch threads",
+                    *(path, scorer.parameters, device, torch_threads),
+                )
+                return scorer
+
+        elif hf_worker == "thread":
+            torch.set_num_threads(torch_threads)
+            model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
+            model.requires_grad_(False)
+            model.to(device)
+            parameters = model.num_parameters()
+            log.info(
+                "loaded verifier %s (%d parameters) on %s, %d torch threads", path, parameters, device, torch_threads
+            )
+            make_scorer = functools.partial(TorchScorer, model, torch_threads=torch_threads)
+        else:
+            raise ValueError(f"unknown hf worker {hf_worker!r}: thread or process")
     else:
         raise ValueError(f"unknown verifier engine {engine!r}: hf, vllm or auto")
     loaded_at = datetime.now(UTC)

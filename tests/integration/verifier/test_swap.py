@@ -13,6 +13,7 @@ from services.common.artifacts import ArtifactStore
 from services.common.genproto.legibility.v1 import verifier_pb2
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry, connect
+from services.verifier.forward_process import ProcessTorchScorer
 from tests.integration.verifier.conftest import VERIFIER_MODEL
 
 PROBLEM = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?"
@@ -47,10 +48,12 @@ def store(tmp_path: Path) -> ArtifactStore:
 
 
 @pytest.fixture
-async def watching(start_server, redis_server, registry, store):
-    """A verifier serving registry version 1 and watching for newer ones."""
+async def watching(request, start_server, redis_server, registry, store):
+    """A verifier serving registry version 1 and watching for newer ones (hf forward passes in a thread, or in a
+    child process per checkpoint when the test asks for ``process``)."""
     await publish_checkpoint(registry, store, "verifier", VERIFIER_MODEL)
     return await start_server(
+        hf_worker=getattr(request, "param", "thread"),
         registry_version=0,
         watch_registry=True,
         reconcile_interval_s=0.5,
@@ -63,9 +66,11 @@ async def served_version(verifier) -> int:
     return (await verifier.stub.GetModelInfo(INFO, timeout=5)).model.version
 
 
+@pytest.mark.parametrize("watching", ["thread", "process"], indirect=True)
 async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watching, registry, store) -> None:
     verifier = watching
     assert await served_version(verifier) == 1
+    first = verifier.app.model
     swaps_before = sample("legibility_model_swaps_total")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await verifier.stub.Score(verifier_pb2.ScoreRequest(items=ITEMS, min_version=2), timeout=5)
@@ -91,7 +96,7 @@ async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watchi
     try:
         await asyncio.sleep(0.5)
         await publish_checkpoint(registry, store, "verifier", VERIFIER_MODEL)
-        await wait_for(lambda: verifier.app.model.weights.version == 2)
+        await wait_for(lambda: verifier.app.model.weights.version == 2, within_s=60)  # a child process starts
         swapped_at = loop.time()  # attach happened before this: any call started later must see version 2
         await asyncio.sleep(1.0)
     finally:
@@ -112,6 +117,9 @@ async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watchi
     assert await served_version(verifier) == 2
     response = await verifier.stub.Score(verifier_pb2.ScoreRequest(items=ITEMS, min_version=2), timeout=5)
     assert response.model.version == 2
+    if isinstance(first._scorer, ProcessTorchScorer):  # the old checkpoint's child ends once its calls have drained
+        await wait_for(lambda: not first._scorer._process.is_alive(), within_s=60)
+        assert verifier.app.model._scorer._process.is_alive()
 
 
 async def test_corrupt_or_unloadable_versions_are_refused_and_the_old_one_keeps_serving(

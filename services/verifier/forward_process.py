@@ -1,0 +1,126 @@
+"""The transformers engine's forward passes in a child process (``--hf-worker process``).
+
+In the service's own process a forward pass shares one interpreter lock with gRPC's call handling, the event loop
+and the batcher: every torch op's Python glue waits for it, so on a few CPU cores the model runs below its raw rate
+while 64 clients keep the service busy. A spawned child holds only the model: it receives encoded rows over a pipe,
+runs :func:`~services.verifier.scorers.forward_rows` (the same length-sorted chunks as in-process) and sends back
+the logits. The service keeps tokenising, validating and batching. One child per loaded checkpoint, so a hot swap
+starts the new checkpoint's child beside the old one and the old one ends when its model is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 300.0
+"""How long the child may take to import torch and load the checkpoint before the load fails."""
+
+
+def _serve(conn: Connection, path: str, pad_id: int, torch_threads: int, device: str) -> None:
+    """The child: load the checkpoint, say ready (or why not), then answer rows with logits until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides when to stop
+    try:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        from services.common.model_loading import load_pretrained
+        from services.verifier.scorers import forward_rows
+
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(torch_threads)
+        model = load_pretrained(AutoModelForSequenceClassification, Path(path), dtype=torch.float32)
+        model.requires_grad_(False)
+        model.to(device).eval()
+    except Exception as error:  # reported to the parent, which raises it where the load was asked
+        conn.send(("error", f"{type(error).__name__}: {error}"))
+        return
+    conn.send(("ready", model.num_parameters()))
+    while True:
+        try:
+            rows = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if rows is None:
+            return
+        try:
+            conn.send(("ok", forward_rows(model, pad_id, rows)))
+        except Exception as error:  # one bad batch fails its calls, not the worker
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class ProcessTorchScorer:
+    """The transformers model in a spawned child process; one batch at a time over a pipe."""
+
+    engine = "hf"
+    concurrent_batches = 1
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, parameters: int) -> None:
+        self._process = process
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.parameters = parameters
+
+    @classmethod
+    def start(cls, path: Path, *, pad_id: int, torch_threads: int, device: str) -> ProcessTorchScorer:
+        """Spawn the child and wait until it has loaded ``path`` (blocking); raises RuntimeError when it cannot."""
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs gRPC's threads
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=_serve,
+            args=(child, str(path), pad_id, torch_threads, device),
+            name=f"verifier-forward-{path.name}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        if not parent.poll(START_TIMEOUT_S):
+            process.kill()
+            raise RuntimeError(f"verifier forward process for {path} did not load it within {START_TIMEOUT_S:.0f}s")
+        try:
+            status, detail = parent.recv()
+        except EOFError:
+            process.join(5)
+            raise RuntimeError(f"verifier forward process for {path} exited (code {process.exitcode})") from None
+        if status != "ready":
+            process.join(5)
+            raise RuntimeError(f"verifier forward process could not load {path}: {detail}")
+        return cls(process, parent, int(detail))
+
+    def forward(self, rows: Sequence[list[int]]) -> list[float]:
+        """Logits of ``rows`` from the child (blocking; callers off the event loop)."""
+        with self._lock:
+            try:
+                self._conn.send(list(rows))
+                status, detail = self._conn.recv()
+            except (EOFError, OSError) as error:
+                raise RuntimeError(f"verifier forward process exited (code {self._process.exitcode})") from error
+        if status != "ok":
+            raise RuntimeError(f"verifier forward pass failed: {detail}")
+        return detail
+
+    async def score(self, rows: Sequence[list[int]]) -> list[float]:
+        return await asyncio.to_thread(self.forward, rows)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
+        with self._lock:
+            with contextlib.suppress(OSError, ValueError):  # already gone
+                self._conn.send(None)
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._conn.close()
