@@ -11,12 +11,14 @@ starts the new checkpoint's child beside the old one and the old one ends when i
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import multiprocessing
 import signal
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -60,16 +62,24 @@ def _serve(conn: Connection, path: str, pad_id: int, torch_threads: int, device:
 
 
 class ProcessTorchScorer:
-    """The transformers model in a spawned child process; one batch at a time over a pipe."""
+    """The transformers model in a spawned child process, fed over a pipe; batches answered in the order sent."""
 
     engine = "hf"
-    concurrent_batches = 1
+    concurrent_batches = 2
+    """Two batches in flight: the child starts the next one as soon as it sends a result back, while the service
+    hands that result out and gathers the batch after (with one, the child idled through both: ~20 % of its time
+    at 64 clients × 1 item on 2 cores)."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, parameters: int) -> None:
         self._process = process
         self._conn = conn
-        self._lock = threading.Lock()
         self.parameters = parameters
+        self._send_lock = threading.Lock()
+        self._waiting: collections.deque[Future[list[float]]] = collections.deque()
+        self._gone: str | None = None
+        """Why no batch can be sent any more (set once the child has exited or been told to stop)."""
+        self._reader = threading.Thread(target=self._read, name=f"{process.name}-reader", daemon=True)
+        self._reader.start()
 
     @classmethod
     def start(cls, path: Path, *, pad_id: int, torch_threads: int, device: str) -> ProcessTorchScorer:
@@ -97,30 +107,61 @@ class ProcessTorchScorer:
             raise RuntimeError(f"verifier forward process could not load {path}: {detail}")
         return cls(process, parent, int(detail))
 
-    def forward(self, rows: Sequence[list[int]]) -> list[float]:
-        """Logits of ``rows`` from the child (blocking; callers off the event loop)."""
-        with self._lock:
+    def submit(self, rows: Sequence[list[int]]) -> Future[list[float]]:
+        """Send ``rows`` to the child (blocking while the pipe is full); the future gets their logits."""
+        future: Future[list[float]] = Future()
+        with self._send_lock:
+            if self._gone is not None:
+                raise RuntimeError(self._gone)
+            self._waiting.append(future)
             try:
                 self._conn.send(list(rows))
-                status, detail = self._conn.recv()
-            except (EOFError, OSError) as error:
-                raise RuntimeError(f"verifier forward process exited (code {self._process.exitcode})") from error
-        if status != "ok":
-            raise RuntimeError(f"verifier forward pass failed: {detail}")
-        return detail
+            except (OSError, ValueError) as error:
+                self._waiting.pop()
+                raise RuntimeError(self._exited()) from error
+        return future
+
+    def forward(self, rows: Sequence[list[int]]) -> list[float]:
+        """Logits of ``rows`` from the child (blocking; callers off the event loop)."""
+        return self.submit(rows).result()
 
     async def score(self, rows: Sequence[list[int]]) -> list[float]:
-        return await asyncio.to_thread(self.forward, rows)
+        future = await asyncio.to_thread(self.submit, rows)  # a send may wait for the child to read
+        return await asyncio.wrap_future(future)
+
+    def _read(self) -> None:
+        """Hand each answer to the oldest waiting batch; when the child is gone, fail every batch still waiting."""
+        while True:
+            try:
+                status, detail = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            future = self._waiting.popleft()
+            if status == "ok":
+                future.set_result(detail)
+            else:
+                future.set_exception(RuntimeError(f"verifier forward pass failed: {detail}"))
+        with self._send_lock:
+            self._gone = self._gone or self._exited()
+            while self._waiting:
+                self._waiting.popleft().set_exception(RuntimeError(self._gone))
+
+    def _exited(self) -> str:
+        self._process.join(5)
+        return f"verifier forward process exited (code {self._process.exitcode})"
 
     async def close(self) -> None:
         await asyncio.to_thread(self._stop)
 
     def _stop(self) -> None:
-        with self._lock:
-            with contextlib.suppress(OSError, ValueError):  # already gone
-                self._conn.send(None)
-            self._process.join(10)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-            self._conn.close()
+        with self._send_lock:
+            if self._gone is None:
+                self._gone = "verifier forward process stopped"
+                with contextlib.suppress(OSError, ValueError):
+                    self._conn.send(None)
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._reader.join(10)  # the child's exit ends its read
+        self._conn.close()
