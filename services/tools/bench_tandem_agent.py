@@ -52,10 +52,10 @@ class RolloutEngine:
         return cls(start_async_llm(args))
 
     async def generate(self, prompt_token_ids: list[int], sampling_params: Any) -> Any:
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import tokens_input
 
         final = None
-        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        prompt = tokens_input(prompt_token_ids)
         async for output in self.llm.generate(prompt, copy.deepcopy(sampling_params), f"policy-{next(self._ids)}"):
             final = output
         self.calls += 1

@@ -112,7 +112,7 @@ async def measure_raw(
 ) -> list[Measured]:
     """vLLM alone, the service's AsyncLLM configuration: all requests at once, then from each number of loops."""
     from transformers import AutoConfig, AutoTokenizer
-    from vllm.inputs import TokensPrompt
+    from vllm.inputs import tokens_input
 
     from services.decoding.tokens import context_window
     from services.weak_model.engines.vllm import engine_args, start_async_llm
@@ -128,7 +128,7 @@ async def measure_raw(
 
         async def one(prompt: str) -> int:
             final = None
-            async for output in llm.generate(TokensPrompt(prompt_token_ids=encoded[prompt]), params, f"b{next(ids)}"):
+            async for output in llm.generate(tokens_input(encoded[prompt]), params, f"b{next(ids)}"):
                 final = output
             assert final is not None
             return len(final.outputs[0].token_ids) - int(final.outputs[0].finish_reason == "stop")

@@ -143,11 +143,13 @@ class VllmScorer:
         return cls(AsyncLLM.from_engine_args(args))
 
     async def _one(self, row: list[int]) -> float:
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import tokens_input
 
         final = None
         request_id = f"{self._prefix}-{next(self._ids)}"
-        async for output in self._llm.encode(TokensPrompt(prompt_token_ids=row), self._params, request_id):
+        # Token ids as a rendered engine input: vLLM takes it as is, where a TokensPrompt goes through its renderer
+        # on a thread pool first (a thread hop per row, ~8 % of the service's CPU at 64 x 8).
+        async for output in self._llm.encode(tokens_input(row), self._params, request_id):
             final = output
         if final is None:
             raise RuntimeError(f"vLLM returned no output for {request_id}")

@@ -237,7 +237,7 @@ class VLLMEngine(TokenizerAccessors):
     # -- one item ----------------------------------------------------------------------------------------------
 
     async def _generate(self, prompt_ids: list[int], params: Any) -> Any:
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import tokens_input
         from vllm.v1.engine.exceptions import EngineDeadError
 
         llm = self._supervisor.llm
@@ -246,7 +246,8 @@ class VLLMEngine(TokenizerAccessors):
         request_id = f"weak-{next(self._ids)}"
         final = None
         try:
-            async for output in llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
+            # A rendered engine input: no renderer round trip through vLLM's thread pool per request.
+            async for output in llm.generate(tokens_input(prompt_ids), params, request_id):
                 final = output
         except asyncio.CancelledError:
             if not llm.errored:
