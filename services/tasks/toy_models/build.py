@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from services.common.model_loading import load_pretrained
 from services.tasks import toy
 from services.tasks.answers import is_correct
 from services.tasks.styles import render
@@ -97,6 +98,54 @@ def _reference_solutions(problems: list[toy.ToyProblem], count: int, seed: int) 
     return samples
 
 
+def train_toy_verifier(
+    models: dict[str, GPT2LMHeadModel],
+    tokenizer: PreTrainedTokenizerFast,
+    body: Path,
+    train: list[toy.ToyProblem],
+    validation: list[toy.ToyProblem],
+    spec: ToyBuildSpec,
+    progress: Progress,
+) -> tuple[GPT2ForSequenceClassification, dict[str, float]]:
+    """The toy verifier on ``body``'s weights: solutions sampled from ``models`` on train problems, labelled by the
+    checker, trained with the spec's schedule; its held-out AUC on solutions to validation problems."""
+    verifier_problems = random.Random(spec.seed).sample(train, spec.verifier.samples_per_model)
+    samples = sample_labelled(models, tokenizer, verifier_problems, spec.seed)
+    samples += _reference_solutions(train, int(spec.verifier.reference_fraction * len(samples)), spec.seed)
+    held_out = sample_labelled(models, tokenizer, validation, spec.seed + 1)
+    held_out += _reference_solutions(validation, int(spec.verifier.reference_fraction * len(held_out)), spec.seed)
+    t0 = time.perf_counter()
+    verifier = train_verifier(body, tokenizer, samples, spec.verifier.schedule, spec.seed, progress)
+    minutes = (time.perf_counter() - t0) / 60
+    scores = score(verifier, tokenizer, [(s.question, s.solution) for s in held_out])
+    labels = [s.correct for s in held_out]
+    return verifier, {
+        "auc": roc_auc(scores, labels),
+        "held_out_samples": len(held_out),
+        "held_out_correct_fraction": sum(labels) / len(labels),
+        "train_samples": len(samples),
+        "train_correct_fraction": sum(s.correct for s in samples) / len(samples),
+        "train_minutes": minutes,
+    }
+
+
+def build_toy_verifier(models_dir: Path, body: Path, out: Path, spec: ToyBuildSpec = DEFAULT_SPEC) -> dict[str, float]:
+    """A toy verifier on another body (e.g. the strong model's) from the built weak and strong models in
+    ``models_dir``: the same samples, schedule and seed as the bundled one; saved to ``out``; its metrics."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(models_dir / "weak")
+    models = {name: load_pretrained(GPT2LMHeadModel, models_dir / name).eval() for name in ("weak", "strong")}
+    torch.manual_seed(spec.seed)
+    train = toy.generate("train", spec.train_problems, spec.seed)
+    validation = toy.generate("validation", spec.verifier.held_out_per_model, spec.seed)
+    with _progress() as progress:
+        verifier, measured = train_toy_verifier(models, tokenizer, body, train, validation, spec, progress)
+    verifier.save_pretrained(out)
+    save_tokenizer(out)
+    built = {"body": str(body), "spec": asdict(spec), "measured": measured}
+    (out / "build.json").write_text(json.dumps(built, indent=2))
+    return measured
+
+
 def build_toy_models(out: Path, spec: ToyBuildSpec = DEFAULT_SPEC) -> dict[str, dict[str, float]]:
     """Train weak → strong → verifier into out/{weak,strong,verifier}; returns the measured metrics."""
     torch.manual_seed(spec.seed)
@@ -126,24 +175,9 @@ def build_toy_models(out: Path, spec: ToyBuildSpec = DEFAULT_SPEC) -> dict[str, 
             save_tokenizer(out / name)  # a fresh copy: no padding state left over from sampling
             models[name] = model
 
-        verifier_problems = random.Random(spec.seed).sample(train, spec.verifier.samples_per_model)
-        samples = sample_labelled(models, tokenizer, verifier_problems, spec.seed)
-        samples += _reference_solutions(train, int(spec.verifier.reference_fraction * len(samples)), spec.seed)
-        held_out = sample_labelled(models, tokenizer, validation, spec.seed + 1)
-        held_out += _reference_solutions(validation, int(spec.verifier.reference_fraction * len(held_out)), spec.seed)
-        t0 = time.perf_counter()
-        verifier = train_verifier(out / "weak", tokenizer, samples, spec.verifier.schedule, spec.seed, progress)
-        minutes = (time.perf_counter() - t0) / 60
-    scores = score(verifier, tokenizer, [(s.question, s.solution) for s in held_out])
-    labels = [s.correct for s in held_out]
-    measured["verifier"] = {
-        "auc": roc_auc(scores, labels),
-        "held_out_samples": len(held_out),
-        "held_out_correct_fraction": sum(labels) / len(labels),
-        "train_samples": len(samples),
-        "train_correct_fraction": sum(s.correct for s in samples) / len(samples),
-        "train_minutes": minutes,
-    }
+        verifier, measured["verifier"] = train_toy_verifier(
+            models, tokenizer, out / "weak", train, validation, spec, progress
+        )
     verifier.save_pretrained(out / "verifier")
     save_tokenizer(out / "verifier")
     total_minutes = (time.perf_counter() - started) / 60

@@ -1,4 +1,5 @@
-"""`legibility toy build | eval`: rebuild the bundled models, and measure them."""
+"""`legibility toy build | build-verifier | eval`: rebuild the bundled models, a verifier on another body, and
+measure them."""
 
 from __future__ import annotations
 
@@ -46,6 +47,26 @@ def build(
     for name, values in measured.items():
         table.add_row(name, ", ".join(f"{k}={v:.3f}" for k, v in values.items()))
     console.print(table)
+
+
+@app.command("build-verifier")
+def build_verifier(
+    out: Annotated[Path, typer.Option(help="Folder that receives the verifier checkpoint.")],
+    body: Annotated[
+        Path, typer.Option(help="Causal LM whose weights the verifier starts from (e.g. models/strong).", exists=True)
+    ],
+    models: Annotated[
+        Path, typer.Option(help="Folder holding the weak/ and strong/ models that write its training data.")
+    ] = BUNDLED_MODELS_DIR,
+    shortened: Annotated[bool, typer.Option(help="Tiny schedule: checks the pipeline in a minute.")] = False,
+) -> None:
+    """A toy verifier on another body, trained as the bundled one is (same samples, schedule and seed): e.g. one of
+    the prover's own size for `legibility demo --verifier`."""
+    from services.tasks.toy_models.build import build_toy_verifier
+    from services.tasks.toy_models.specs import DEFAULT_SPEC
+
+    measured = build_toy_verifier(models, body, out, DEFAULT_SPEC.shortened() if shortened else DEFAULT_SPEC)
+    console.print(f"verifier on {body} in {out}: " + ", ".join(f"{k}={v:.3f}" for k, v in measured.items()))
 
 
 @app.command("eval")

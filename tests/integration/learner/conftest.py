@@ -43,11 +43,8 @@ async def start_dependencies() -> tuple[WeakModelApp, VerifierApp]:
         WeakModelSettings(**QUICK, model_path=MODELS / "weak", max_delay_ms=2.0, torch_threads=1)
     )
     verifier = await start_verifier(
-        VerifierSettings(
-            **QUICK, model_path=MODELS / "verifier", max_delay_ms=2.0, http_enabled=False, torch_threads=1,
-            hf_worker="thread",  # no child process per test; the game-rounds test runs the default one
-        )
-    )  # fmt: skip
+        VerifierSettings(**QUICK, model_path=MODELS / "verifier", max_delay_ms=2.0, http_enabled=False, torch_threads=1)
+    )
     return weak, verifier
 
 

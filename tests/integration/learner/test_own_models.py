@@ -29,7 +29,7 @@ GSM8K_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "gsm8k_sample.json
 async def _dependencies(weak_model: Path) -> Dependencies:
     weak = await start_weak_model(WeakModelSettings(**QUICK, model_path=weak_model, max_delay_ms=2.0, torch_threads=1))
     verifier = await start_verifier(
-        VerifierSettings(**QUICK, model_path=BUNDLED_VERIFIER, http_enabled=False, torch_threads=1, hf_worker="thread")
+        VerifierSettings(**QUICK, model_path=BUNDLED_VERIFIER, http_enabled=False, torch_threads=1)
     )
     return Dependencies(weak, verifier)
 

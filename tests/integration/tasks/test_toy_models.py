@@ -10,8 +10,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from services.common.bundled_models import BUNDLED_MODELS_DIR
 from services.tasks import toy
 from services.tasks.toy_models.build import sample_labelled
 from services.tasks.toy_models.evaluate import handoff_accuracy, sampled_jargon_rate, solo_accuracy
@@ -111,3 +112,26 @@ def test_shortened_build_writes_loadable_models_with_cards(tmp_path: Path) -> No
     assert model.config.num_labels == 1
     built = json.loads((tmp_path / "build.json").read_text())
     assert 0.0 <= built["measured"]["verifier"]["auc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_verifier_on_the_strong_body_is_built_from_the_bundled_models(tmp_path: Path) -> None:
+    legibility = str(Path(sys.executable).parent / "legibility")
+    body, out = str(BUNDLED_MODELS_DIR / "strong"), str(tmp_path / "verifier")
+    result = subprocess.run(
+        [legibility, "toy", "build-verifier", "--shortened", "--body", body, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "verifier")
+    strong = AutoConfig.from_pretrained(BUNDLED_MODELS_DIR / "strong")
+    assert model.config.num_labels == 1
+    assert (model.config.n_layer, model.config.n_embd) == (strong.n_layer, strong.n_embd) == (4, 128)
+    built = json.loads((tmp_path / "verifier" / "build.json").read_text())
+    assert built["body"] == str(BUNDLED_MODELS_DIR / "strong")
+    assert built["measured"]["train_samples"] == 2 * 64 * 2  # 64 problems x weak and strong, plus as many references
+    assert 0.0 <= built["measured"]["auc"] <= 1.0

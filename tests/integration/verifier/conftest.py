@@ -48,9 +48,6 @@ async def start_server() -> AsyncIterator[VerifierFactory]:
             "model_path": VERIFIER_MODEL,
             "max_delay_ms": 2.0,
             "http_port": 0,
-            # Forward passes in a thread: no child process to spawn per test server. The child-process worker
-            # (the default) is tested in test_forward_process.py and under a hot swap in test_swap.py.
-            "hf_worker": "thread",
         }
         app = await start_verifier(VerifierSettings(**(fields | overrides)))
         return running.connect(app, verifier_pb2_grpc.VerifierServiceStub)
