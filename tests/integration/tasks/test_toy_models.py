@@ -92,11 +92,11 @@ def test_handoff_is_robust_after_plain_starts_and_fails_after_jargon_starts() ->
     assert plain.accuracy >= jargon.accuracy + 0.2
 
 
-@pytest.mark.slow
-def test_shortened_build_writes_loadable_models_with_cards(tmp_path: Path) -> None:
+def run_toy(*args: str) -> None:
+    """``legibility toy ARGS`` as a user runs it, offline; fails the test with its stderr when it fails."""
     legibility = str(Path(sys.executable).parent / "legibility")
     result = subprocess.run(
-        [legibility, "toy", "build", "--shortened", "--out", str(tmp_path)],
+        [legibility, "toy", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -104,6 +104,11 @@ def test_shortened_build_writes_loadable_models_with_cards(tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_shortened_build_writes_loadable_models_with_cards(tmp_path: Path) -> None:
+    run_toy("build", "--shortened", "--out", str(tmp_path))
     for name in ("weak", "strong", "verifier"):
         model_card = json.loads((tmp_path / name / "card.json").read_text())
         assert model_card["seed"] == 0 and model_card["parameters"] > 0
@@ -116,17 +121,14 @@ def test_shortened_build_writes_loadable_models_with_cards(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_a_verifier_on_the_strong_body_is_built_from_the_bundled_models(tmp_path: Path) -> None:
-    legibility = str(Path(sys.executable).parent / "legibility")
-    body, out = str(BUNDLED_MODELS_DIR / "strong"), str(tmp_path / "verifier")
-    result = subprocess.run(
-        [legibility, "toy", "build-verifier", "--shortened", "--body", body, "--out", out],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        check=False,
+    run_toy(
+        "build-verifier",
+        "--shortened",
+        "--body",
+        str(BUNDLED_MODELS_DIR / "strong"),
+        "--out",
+        str(tmp_path / "verifier"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "verifier")
     strong = AutoConfig.from_pretrained(BUNDLED_MODELS_DIR / "strong")
     assert model.config.num_labels == 1
