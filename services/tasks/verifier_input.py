@@ -70,11 +70,6 @@ class VerifierInput:
         ids, mask, readout = self.encode(pairs)
         return readout_logits(model, ids, mask, readout)
 
-    def row_logits(self, model: Any, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """:meth:`logits` of rows already encoded by :meth:`ids`."""
-        ids, mask, readout = self.pad(rows)
-        return readout_logits(model, ids, mask, readout)
-
     @torch.inference_mode()
     def scores(self, model: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 256) -> list[float]:
         """The logit of every pair, ``batch_size`` pairs per forward pass (no gradients)."""

@@ -32,18 +32,12 @@ def _serve(conn: Connection, path: str, pad_id: int, torch_threads: int, device:
     """The child: load the checkpoint, say ready (or why not), then answer rows with logits until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides when to stop
     try:
-        import torch
-        from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
-        from services.common.model_loading import load_pretrained
-        from services.verifier.scorers import forward_rows
+        from services.verifier.scorers import forward_rows, load_classifier
 
         hf_logging.disable_progress_bar()
-        torch.set_num_threads(torch_threads)
-        model = load_pretrained(AutoModelForSequenceClassification, Path(path), dtype=torch.float32)
-        model.requires_grad_(False)
-        model.to(device).eval()
+        model = load_classifier(Path(path), torch_threads=torch_threads, device=device)
     except Exception as error:  # reported to the parent, which raises it where the load was asked
         conn.send(("error", f"{type(error).__name__}: {error}"))
         return

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedTokenizerBase,
@@ -32,14 +31,13 @@ from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import directory_sha256
 from services.common.batching import MicroBatcher
-from services.common.model_loading import load_pretrained
 from services.common.weights import WeightsInfo
 from services.decoding.tokens import DECODE, context_window, max_text_chars, tokenizer_sha256
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask
 from services.tasks.verifier_input import VerifierInput
 from services.verifier.forward_process import ProcessTorchScorer
-from services.verifier.scorers import RowScorer, TorchScorer, VllmScorer
+from services.verifier.scorers import RowScorer, TorchScorer, VllmScorer, load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +291,7 @@ def load_verifier(
                 return scorer
 
         elif hf_worker == "thread":
-            torch.set_num_threads(torch_threads)
-            model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
-            model.requires_grad_(False)
-            model.to(device)
+            model = load_classifier(path, torch_threads=torch_threads, device=device)
             parameters = model.num_parameters()
             log.info(
                 "loaded verifier %s (%d parameters) on %s, %d torch threads", path, parameters, device, torch_threads

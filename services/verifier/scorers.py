@@ -46,6 +46,18 @@ class RowScorer(Protocol):
         ...
 
 
+def load_classifier(path: Path, *, torch_threads: int, device: str) -> Any:
+    """The checkpoint's sequence classifier in float32, no gradients, in eval mode on ``device`` (both hf workers)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from services.common.model_loading import load_pretrained
+
+    torch.set_num_threads(torch_threads)
+    model = load_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
 @torch.inference_mode()
 def forward_rows(model: Any, pad_id: int, rows: Sequence[list[int]]) -> list[float]:
     """The logit of each encoded row from batched forward passes of ``model``, in the rows' order.
