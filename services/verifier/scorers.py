@@ -160,7 +160,7 @@ class VllmScorer:
         final = None
         request_id = f"{self._prefix}-{next(self._ids)}"
         # Token ids as a rendered engine input: vLLM takes it as is, where a TokensPrompt goes through its renderer
-        # on a thread pool first (a thread hop per row, ~8 % of the service's CPU at 64 x 8).
+        # on a thread pool first (a thread hop per row, ~8 % of the service's py-spy samples at 64 x 8).
         async for output in self._llm.encode(tokens_input(row), self._params, request_id):
             final = output
         if final is None:
