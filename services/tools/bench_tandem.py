@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,10 +42,8 @@ from services.common.processes import ServiceProcess, free_port
 from services.decoding.requests import SegmentRequest
 from services.learner.clients.segments import Segment, SegmentWriter
 from services.learner.clients.weak_model import WeakModelClient
-from services.learner.evaluation.evaluate import SOLO
-from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
-from services.learner.rl.schedule import HandoffSchedule
+from services.learner.rl.schedule import SOLO, HandoffSchedule
 from services.tools.bench_tandem_agent import (
     AGENT,
     GPU_SHARE,
@@ -54,6 +52,9 @@ from services.tools.bench_tandem_agent import (
     run_agent_batch,
     weak_service_counters,
 )
+
+if TYPE_CHECKING:  # the policy imports torch: `legibility --help` should not wait for it
+    from services.learner.rl.policy import TransformersPolicy
 
 log = logging.getLogger(__name__)
 WORD_HANDOFFS = HandoffSchedule(strategy="word", p_primary=0.5)
@@ -333,6 +334,7 @@ async def run_bench(
     repeats: int = 3,
     agent: bool = False,
 ) -> BenchResult:
+    from services.learner.rl.policy import TransformersPolicy
     from services.tasks.toy import format_prompt, generate
 
     policy = TransformersPolicy.load(policy_path, torch_threads=1)

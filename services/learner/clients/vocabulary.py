@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import grpc
-from transformers import AutoTokenizer
 
 from services.common.errors import InvalidArgument
 from services.decoding.tokens import tokenizer_sha256
@@ -24,6 +23,8 @@ log = logging.getLogger(__name__)
 
 def policy_vocabulary(policy_path: Path) -> str:
     """The fingerprint of the policy checkpoint's tokenizer (blocking: loads it)."""
+    from transformers import AutoTokenizer  # imported here: the OpenRLHF agent and the CLI import this module
+
     return tokenizer_sha256(AutoTokenizer.from_pretrained(policy_path))
 
 

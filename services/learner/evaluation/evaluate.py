@@ -13,12 +13,10 @@ from services.learner.evaluation.legibility_metrics import legibility_metrics
 from services.learner.evaluation.scored import ScoredSample
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.rollout import Rollout, RolloutOptions, new_rollouts, run_tandem
-from services.learner.rl.schedule import HandoffSchedule
+from services.learner.rl.schedule import SOLO, HandoffSchedule
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat
 
-SOLO = HandoffSchedule(strategy="random_chunk", p_primary=1.0, max_gap_tokens=1 << 30, chunk_tokens=1 << 30)
-"""The policy writes everything, in one segment to EOS or the budget."""
 HANDOFF = HandoffSchedule(strategy="alternating_step", max_gap_tokens=1 << 30)
 """Policy and weak model alternate one step (line) each, starting with the policy: the tandem paper's handoff test."""
 

@@ -21,11 +21,12 @@ from statistics import fmean
 
 from services.learner.clients.segments import SegmentWriter
 from services.learner.clients.verifier import VerifierClient
-from services.learner.evaluation.evaluate import SOLO, write_solutions
+from services.learner.evaluation.evaluate import write_solutions
 from services.learner.game.rewards import CGC_PENALTY
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.policy_step import Attempt, policy_step
 from services.learner.rl.rollout import RolloutOptions, derive_seed
+from services.learner.rl.schedule import SOLO
 from services.learner.rl.trainer import OptimizerOptions, PolicyTrainer
 from services.tasks.base import Problem
 from services.tasks.prompts import PromptFormat

@@ -126,6 +126,10 @@ class HandoffSchedule:
         )
 
 
+SOLO = HandoffSchedule(strategy="random_chunk", p_primary=1.0, max_gap_tokens=1 << 30, chunk_tokens=1 << 30)
+"""The policy writes everything, in one segment to EOS or the budget."""
+
+
 @dataclass(frozen=True)
 class SegmentLimit:
     """Where the next segment stops: at ``boundary`` or after ``max_tokens`` tokens, whichever comes first."""

@@ -29,7 +29,7 @@ from services.jobs.verifier_training.requests import RetrainRequest, TrainingOpt
 from services.learner.clients.verifier import VerifierClient
 from services.learner.clients.vocabulary import check_same_vocabulary
 from services.learner.clients.weak_model import WeakModelClient
-from services.learner.evaluation.evaluate import SOLO, evaluate_policy
+from services.learner.evaluation.evaluate import evaluate_policy
 from services.learner.game.attack import sneaky_attack
 from services.learner.game.retraining import InProcessRetrainer, QueueRetrainer, Retrainer
 from services.learner.game.rounds import (
@@ -42,6 +42,7 @@ from services.learner.game.rounds import (
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.policy_step import correctness_reward, policy_step
 from services.learner.rl.rollout import RolloutOptions, derive_seed
+from services.learner.rl.schedule import SOLO
 from services.learner.rl.trainer import PolicyTrainer
 from services.learner.runs.config import RunOptions
 from services.learner.runs.events import EVENTS_FILE, EventKind, RunEvent, append_event

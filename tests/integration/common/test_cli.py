@@ -56,3 +56,11 @@ def test_redis_password_setting(tmp_path: Path) -> None:
         assert refused.returncode != 0 and "Authentication" in refused.stderr + refused.stdout
         allowed = run_cli("registry", "show", "verifier", env=env | {"LEGIBILITY_REDIS_PASSWORD": "pw-123"})
         assert allowed.returncode == 1 and "no version of 'verifier' published" in allowed.stdout
+
+
+def test_the_command_line_starts_without_importing_torch_or_vllm() -> None:
+    # Every `legibility` call (registry show, publish, --help) paid ~8 s of torch and transformers imports when the
+    # bench modules imported the policy at the top; only the verbs that run a model may import them.
+    probe = "import sys, services.cli; print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "[]"

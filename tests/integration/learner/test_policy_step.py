@@ -11,12 +11,12 @@ import torch
 
 from services.decoding.requests import SegmentRequest
 from services.learner.clients.segments import Segment
-from services.learner.evaluation.evaluate import SOLO
 from services.learner.rl import trainer as trainer_module
 from services.learner.rl.credit import dca_token_advantages
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.policy_step import Attempt, policy_step
 from services.learner.rl.rollout import RolloutOptions
+from services.learner.rl.schedule import SOLO
 from services.learner.rl.trainer import OptimizerOptions, PolicyTrainer
 from services.tasks.prompts import PromptFormat
 from services.tasks.toy_task import ToyTask

@@ -77,7 +77,7 @@ async def test_a_killed_worker_is_taken_over_and_one_version_is_published(
     tmp_path: Path,
 ) -> None:
     store, registry = ArtifactStore(tmp_path / "store"), VersionRegistry(redis_client)
-    request = await _request(store, registry, toy_samples, steps=200)
+    request = await _request(store, registry, toy_samples, steps=60)
     queue = RetrainQueue(redis_client, STREAM, poll_s=0.2)
     assert await queue.submit(request) and not await queue.submit(request)  # asked twice, queued once
     assert await redis_client.xlen(STREAM) == 1
