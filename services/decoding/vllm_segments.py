@@ -5,14 +5,19 @@ OpenRLHF's own ``llm_engine``), so a segment ends at the same token whichever vL
 
 vLLM generates with approximate stops — stop strings that complete at the rule's cut, its lookahead or later, the
 rule's own stop strings, and ``max_tokens`` = what the rule may need — then :func:`first_end` / :func:`find_end`
-cut the generated token texts. When a stop string fired before the rule could decide (a WORD continuation whose
-first token starts with whitespace, whitespace inside a subword token), generation goes on from prefix +
-generated, with a new seed per round so a seeded continuation stays reproducible.
+cut the generated token texts. When a stop string fired before the rule could decide (whitespace inside a subword
+token), generation goes on from prefix + generated, with a new seed per round so a seeded continuation stays
+reproducible. A stop string that fires late, or none, costs extra tokens, never a wrong cut.
+
+WORD stops are a word's last character followed by whitespace ("e ", "7\n"), not whitespace alone: a word segment
+usually starts with whitespace (the other author stopped before it), so a bare " " fired on the first token and
+every segment took two requests, each an engine round trip.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +28,11 @@ from services.decoding.requests import GREEDY_BELOW
 GenerateFn = Callable[[list[int], Any], Awaitable[Any]]
 """(prompt token ids, ``vllm.SamplingParams``) -> the final ``vllm.RequestOutput``."""
 
+MAX_WORD_STOPS = 256
+"""Most WORD stop strings per request: vLLM searches each one's text after every token (the most common word
+endings and whitespace starts are kept; a word ending in a rarer character runs on to the next stop or the budget)."""
+_WORD_SPACES = 4
+"""The most common whitespace characters that start tokens, used in WORD stops (" " and "\n" in practice)."""
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # later rounds of a seeded continuation use seed + round * stride (mod 2**63)
 _DECODE = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
 
@@ -35,10 +45,17 @@ class BoundaryVocabulary:
     spaces: tuple[str, ...]
     """Whitespace characters that start some token: WORD/SENTENCE lookaheads are tokens starting with one."""
     eos_ids: frozenset[int]
+    word_stops: tuple[str, ...] = ()
+    """WORD stop strings: a character that ends tokens, then whitespace that starts them (see the module)."""
 
     @classmethod
     def from_pieces(cls, pieces: Sequence[str], eos_ids: frozenset[int]) -> BoundaryVocabulary:
-        return cls(pieces.__getitem__, tuple(sorted({p[0] for p in pieces if p[:1].isspace()})), eos_ids)
+        starts = Counter(p[0] for p in pieces if p[:1].isspace())
+        ends = Counter(p[-1] for p in pieces if p and not p[-1].isspace())
+        spaces = [space for space, _ in starts.most_common(_WORD_SPACES)]
+        word_ends = [end for end, _ in ends.most_common(MAX_WORD_STOPS // max(1, len(spaces)))]
+        word_stops = tuple(end + space for space in spaces for end in word_ends)
+        return cls(pieces.__getitem__, tuple(sorted(starts)), eos_ids, word_stops)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, extra_eos_ids: Sequence[int] = ()) -> BoundaryVocabulary:
@@ -58,7 +75,7 @@ class BoundaryVocabulary:
         if rule.boundary is Boundary.STEP:
             stops.append("\n")
         elif rule.boundary is Boundary.WORD:
-            stops += self.spaces
+            stops += self.word_stops or self.spaces
         elif rule.boundary is Boundary.SENTENCE:
             stops += [end + space for end in SENTENCE_END for space in self.spaces]
         return list(dict.fromkeys(stops))

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
 from services.common.client import open_channel
+from services.common.cpu_cores import available_cores, format_cores, halves, pin_to
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
 from services.common.processes import ServiceProcess, free_port
 from services.decoding.requests import SegmentRequest
@@ -118,6 +119,10 @@ class BenchResult:
     prompts: int
     max_new_tokens: int
     rows: list[Measured] = field(default_factory=list)
+    policy_cores: str = ""
+    """The CPU cores the policy ran on (this process); empty: every core, shared with the weak-model service."""
+    weak_cores: str = ""
+    """The weak-model service's CPU cores; empty: every core."""
 
     def ratio(self, engine: str, path: str = LEARNER) -> float:
         solo = next(r for r in self.rows if (r.path, r.engine, r.mode) == (path, engine, "solo"))
@@ -135,6 +140,7 @@ class BenchResult:
         return {
             "prompts": self.prompts,
             "max_new_tokens": self.max_new_tokens,
+            "cpu_cores": {"policy": self.policy_cores, "weak_model": self.weak_cores},
             "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in self.rows],
             "tandem_over_solo": {engine: self.ratio(engine) for engine in self.engines()},
             "agent_tandem_over_solo": {engine: self.ratio(engine, AGENT) for engine in self.engines(AGENT)},
@@ -195,9 +201,10 @@ async def bench_engine(
     prefix_cache: bool = True,
     repeats: int = 3,
     agent: AgentSetup | None = None,
+    weak_cores: str = "",
 ) -> list[Measured]:
     """Solo then tandem against a weak-model service process on ``engine`` (warmed up by one tandem batch); then
-    the same through the OpenRLHF agent when ``agent`` is given."""
+    the same through the OpenRLHF agent when ``agent`` is given. ``weak_cores``: the service's CPU cores."""
     metrics_port = free_port()
     service = ServiceProcess(
         f"weak-model-{engine}",
@@ -205,7 +212,7 @@ async def bench_engine(
         ["--engine", engine, "--model-path", str(weak_model), "--max-batch-size", "64",
          "--metrics-port", str(metrics_port), "--drain-delay-s", "0", "--max-queue-size", "1024",
          "--vllm-gpu-memory-utilization", str(GPU_SHARE),
-         *([] if prefix_cache else ["--prefix-cache-mib", "0"])],
+         *([] if prefix_cache else ["--prefix-cache-mib", "0"]), *(["--cpu-cores", weak_cores] if weak_cores else [])],
         logs,
         free_port(),
     )  # fmt: skip
@@ -279,7 +286,9 @@ async def measure_agent(
 
 
 def table(result: BenchResult) -> Table:
-    out = Table(title=f"tandem vs solo rollouts: {result.prompts} prompts, up to {result.max_new_tokens} new tokens")
+    cores = f"; policy on cores {result.policy_cores}, weak model on {result.weak_cores}" if result.weak_cores else ""
+    title = f"tandem vs solo rollouts: {result.prompts} prompts, up to {result.max_new_tokens} new tokens{cores}"
+    out = Table(title=title)
     names = ("path", "engine", "mode", "seconds", "tokens/s", "rounds", "Continue calls", "policy prefix sent/computed",
              "weak prefix sent/computed", "weak tokens")  # fmt: skip
     for name in names:
@@ -333,6 +342,36 @@ async def run_bench(
     prefix_cache: bool = True,
     repeats: int = 3,
     agent: bool = False,
+    split_cores: bool = False,
+) -> BenchResult:
+    """``split_cores``: this process (the policy, and its vLLM engine on the agent path) on the first half of the
+    cores, the weak-model service on the rest, as two pods would be; otherwise both share every core."""
+    all_cores = available_cores()
+    weak_cores = ""
+    if split_cores:
+        policy_cores, weak_set = halves(all_cores)
+        pin_to(policy_cores)  # before the agent path's vLLM engine starts: its processes inherit the cores
+        weak_cores = format_cores(weak_set)
+    try:
+        return await _run_bench(
+            engines, prompts, max_new_tokens, policy_path, weak_model, logs, prefix_cache, repeats, agent, weak_cores
+        )
+    finally:
+        if split_cores:
+            pin_to(all_cores)
+
+
+async def _run_bench(
+    engines: list[str],
+    prompts: int,
+    max_new_tokens: int,
+    policy_path: Path,
+    weak_model: Path,
+    logs: Path,
+    prefix_cache: bool,
+    repeats: int,
+    agent: bool,
+    weak_cores: str,
 ) -> BenchResult:
     from services.learner.rl.policy import TransformersPolicy
     from services.tasks.toy import format_prompt, generate
@@ -351,11 +390,13 @@ async def run_bench(
         rollout_engine = await asyncio.to_thread(RolloutEngine.start, policy_path, window, max(64, prompts))
         tokenizer = AutoTokenizer.from_pretrained(policy_path)
         setup = AgentSetup(rollout_engine, tokenizer, policy_path, window, texts, [str(p.answer) for p in problems])
-    result = BenchResult(prompts, max_new_tokens)
+    result = BenchResult(prompts, max_new_tokens, policy_cores=format_cores(available_cores()), weak_cores=weak_cores)
+    if not weak_cores:
+        result.policy_cores = ""
     try:
         for engine in engines:
             result.rows += await bench_engine(
-                engine, policy, encoded, max_new_tokens, weak_model, logs, prefix_cache, repeats, setup
+                engine, policy, encoded, max_new_tokens, weak_model, logs, prefix_cache, repeats, setup, weak_cores
             )
     finally:
         if setup is not None:
@@ -383,6 +424,13 @@ def bench_tandem(
         bool | None,
         typer.Option(help="Also the OpenRLHF agent path, the policy on vLLM (default: on when vLLM is installed)."),
     ] = None,
+    split_cores: Annotated[
+        bool | None,
+        typer.Option(
+            help="The policy on half the CPU cores, the weak-model service on the other half, as two pods "
+            "(default: on with 2 or more cores)."
+        ),
+    ] = None,
 ) -> None:
     """Wall time of solo and word-handoff tandem rollouts of the same prompts; the tandem ÷ solo ratio last."""
     logging.basicConfig(level=logging.WARNING)
@@ -395,8 +443,12 @@ def bench_tandem(
         if name not in ("hf", "vllm"):
             raise typer.BadParameter("must be hf or vllm", param_hint="--engine")
     with_agent = has_vllm if agent is None else agent
+    cores = available_cores()
+    if split_cores and len(cores) < 2:
+        raise typer.BadParameter(f"needs 2 or more CPU cores; this has {len(cores)}", param_hint="--split-cores")
+    split = len(cores) >= 2 if split_cores is None else split_cores
     result = asyncio.run(
-        run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent)
+        run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent, split)
     )
     console = Console(width=max(Console().width, 130))
     console.print(table(result))

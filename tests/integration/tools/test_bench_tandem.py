@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from services.common.cpu_cores import available_cores
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
@@ -20,6 +22,10 @@ def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Pat
     shown = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
     result = json.loads(out.read_text())
+    if len(available_cores()) >= 2:  # by default the policy and the weak-model service get half the cores each
+        cores = result["cpu_cores"]
+        assert cores["policy"] and cores["weak_model"]
+        assert set(cores["policy"].split(",")).isdisjoint(cores["weak_model"].split(","))
     solo, lockstep, tandem = result["rows"]
     assert [r["mode"] for r in result["rows"]] == ["solo", "tandem, lockstep", "tandem"]
     assert solo["rollouts"] == tandem["rollouts"] == 6

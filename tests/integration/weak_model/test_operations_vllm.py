@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from services.common.client import open_channel
+from services.common.cpu_cores import available_cores
 from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
 from tests.integration.weak_model.conftest import WEAK_MODEL
 from tests.support.cli_server import cli_server
@@ -23,9 +24,14 @@ async def test_cli_serves_with_vllm_and_sigterm_leaves_no_processes_behind() -> 
     env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(WEAK_MODEL)}
     children: list[psutil.Process] = []
     try:
-        async with cli_server("weak-model", "--engine", "vllm", env=env, start_timeout_s=240) as server:
+        core = max(available_cores())  # the last core: vLLM's own choice would be the first
+        flags = ("--engine", "vllm", "--cpu-cores", str(core))
+        async with cli_server("weak-model", *flags, env=env, start_timeout_s=240) as server:
             children = psutil.Process(server.process.pid).children(recursive=True)
             assert len(children) >= 1  # vLLM's engine core (and its worker)
+            # Every process of the service runs on the given core, vLLM's worker (bound by vLLM itself) too.
+            for process in [psutil.Process(server.process.pid), *children]:
+                assert process.cpu_affinity() == [core], process.name()
             channel = open_channel(server.target)
             stub = weak_model_pb2_grpc.WeakModelServiceStub(channel)
             item = weak_model_pb2.ContinueItem(
