@@ -342,37 +342,9 @@ async def run_bench(
     prefix_cache: bool = True,
     repeats: int = 3,
     agent: bool = False,
-    split_cores: bool = False,
+    weak_cores: str = "",
 ) -> BenchResult:
-    """``split_cores``: this process (the policy, and its vLLM engine on the agent path) on the first half of the
-    cores, the weak-model service on the rest, as two pods would be; otherwise both share every core."""
-    all_cores = available_cores()
-    weak_cores = ""
-    if split_cores:
-        policy_cores, weak_set = halves(all_cores)
-        pin_to(policy_cores)  # before the agent path's vLLM engine starts: its processes inherit the cores
-        weak_cores = format_cores(weak_set)
-    try:
-        return await _run_bench(
-            engines, prompts, max_new_tokens, policy_path, weak_model, logs, prefix_cache, repeats, agent, weak_cores
-        )
-    finally:
-        if split_cores:
-            pin_to(all_cores)
-
-
-async def _run_bench(
-    engines: list[str],
-    prompts: int,
-    max_new_tokens: int,
-    policy_path: Path,
-    weak_model: Path,
-    logs: Path,
-    prefix_cache: bool,
-    repeats: int,
-    agent: bool,
-    weak_cores: str,
-) -> BenchResult:
+    """``weak_cores``: the weak-model service's CPU cores (empty: all, shared with this process)."""
     from services.learner.rl.policy import TransformersPolicy
     from services.tasks.toy import format_prompt, generate
 
@@ -390,9 +362,8 @@ async def _run_bench(
         rollout_engine = await asyncio.to_thread(RolloutEngine.start, policy_path, window, max(64, prompts))
         tokenizer = AutoTokenizer.from_pretrained(policy_path)
         setup = AgentSetup(rollout_engine, tokenizer, policy_path, window, texts, [str(p.answer) for p in problems])
-    result = BenchResult(prompts, max_new_tokens, policy_cores=format_cores(available_cores()), weak_cores=weak_cores)
-    if not weak_cores:
-        result.policy_cores = ""
+    policy_cores = format_cores(available_cores()) if weak_cores else ""
+    result = BenchResult(prompts, max_new_tokens, policy_cores=policy_cores, weak_cores=weak_cores)
     try:
         for engine in engines:
             result.rows += await bench_engine(
@@ -446,10 +417,19 @@ def bench_tandem(
     cores = available_cores()
     if split_cores and len(cores) < 2:
         raise typer.BadParameter(f"needs 2 or more CPU cores; this has {len(cores)}", param_hint="--split-cores")
-    split = len(cores) >= 2 if split_cores is None else split_cores
-    result = asyncio.run(
-        run_bench(engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent, split)
-    )
+    weak_cores: frozenset[int] = frozenset()
+    if len(cores) >= 2 if split_cores is None else split_cores:
+        policy_cores, weak_cores = halves(cores)
+        pin_to(policy_cores)  # before the agent path's vLLM engine starts here: its processes inherit the cores
+    try:
+        result = asyncio.run(
+            run_bench(
+                engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent,
+                format_cores(weak_cores),
+            )
+        )  # fmt: skip
+    finally:
+        pin_to(cores)
     console = Console(width=max(Console().width, 130))
     console.print(table(result))
     if json_out is not None:
