@@ -8,6 +8,7 @@ policy and a weak model side by side slow each other down. A process pinned here
 
 from __future__ import annotations
 
+import logging
 import os
 
 
@@ -59,3 +60,17 @@ def halves(cores: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
         raise ValueError(f"splitting needs at least 2 cores; this process has {len(ordered)}")
     half = (len(ordered) + 1) // 2
     return frozenset(ordered[:half]), frozenset(ordered[half:])
+
+
+def pin_service(cpu_cores: str, log: logging.Logger) -> bool:
+    """A service's ``cpu_cores`` setting applied before it starts anything; False (logged) when the cores cannot be
+    had, for the caller to exit non-zero."""
+    if not cpu_cores:
+        return True
+    try:
+        pin_to(parse_cores(cpu_cores))
+    except ValueError as error:
+        log.error("refusing to start: cpu_cores: %s", error)
+        return False
+    log.info("running on CPU cores %s", cpu_cores)
+    return True

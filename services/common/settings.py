@@ -6,10 +6,11 @@ text, and the same names (upper-cased, prefixed) are the Kubernetes ConfigMap ke
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
@@ -31,6 +32,15 @@ class LegibilitySettings(BaseSettings):
     def from_cli(cls, args: list[str], prog: str) -> Self:
         """Settings from env vars overridden by CLI flags (``--help`` prints every field)."""
         return cls(_cli_parse_args=args, _cli_prog_name=prog)  # type: ignore[call-arg]
+
+    @classmethod
+    def from_cli_or_exit(cls, args: list[str], prog: str) -> Self:
+        """:meth:`from_cli` for a process entry point: a bad setting prints which one and why, and exits 2."""
+        try:
+            return cls.from_cli(args, prog)
+        except ValidationError as error:
+            print(f"{prog}: {error}", file=sys.stderr)
+            sys.exit(2)
 
 
 class LoggingSettings(LegibilitySettings):
@@ -111,6 +121,20 @@ class ServerSettings(LoggingSettings):
     """Bearer token required on every RPC except health. Prefer auth_token_file in a cluster."""
     auth_token_file: Path | None = None
     """File holding the bearer token (a mounted Secret); read at start."""
+    cpu_cores: str = ""
+    """CPU cores the service and the processes it starts run on, e.g. "1" or "0-3,8" (empty: every core it may
+    use), as a pod with Kubernetes' static CPU policy gets. For services sharing a host: vLLM's CPU worker binds to
+    the first cores it may use and polls while it waits, so two engines (a policy's, the weak model's) or an engine
+    and the learner's in-process policy otherwise crowd the same cores."""
+
+    @field_validator("cpu_cores")
+    @classmethod
+    def _known_cores(cls, value: str) -> str:
+        from services.common.cpu_cores import parse_cores
+
+        if value.strip():
+            parse_cores(value)  # ValueError names the cores; pydantic names the field
+        return value.strip()
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

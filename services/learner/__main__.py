@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from services.common.cpu_cores import pin_service
 from services.common.logs import configure_logging
 from services.learner.app import start_learner
 from services.learner.settings import LearnerSettings
@@ -24,8 +25,10 @@ async def serve(settings: LearnerSettings) -> None:
 
 def main(args: list[str] | None = None, prog: str = "python -m services.learner") -> None:
     """Parse flags (``--help`` lists every setting) and serve."""
-    settings = LearnerSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
+    settings = LearnerSettings.from_cli_or_exit(sys.argv[1:] if args is None else args, prog=prog)
     configure_logging(settings.log_level, settings.log_format, "learner")
+    if not pin_service(settings.cpu_cores, log):  # before the model loads and any child process starts
+        sys.exit(1)
     asyncio.run(serve(settings))
 
 

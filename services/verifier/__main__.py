@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from services.common.cpu_cores import pin_service
 from services.common.errors import ArtifactError
 from services.common.logs import configure_logging
 from services.verifier.app import start_verifier
@@ -25,8 +26,10 @@ async def serve(settings: VerifierSettings) -> None:
 
 def main(args: list[str] | None = None, prog: str = "python -m services.verifier") -> None:
     """Parse flags (``--help`` lists every setting) and serve; exit 1 when the weights are refused."""
-    settings = VerifierSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
+    settings = VerifierSettings.from_cli_or_exit(sys.argv[1:] if args is None else args, prog=prog)
     configure_logging(settings.log_level, settings.log_format, "verifier")
+    if not pin_service(settings.cpu_cores, log):  # before the model loads and any child process starts
+        sys.exit(1)
     try:
         asyncio.run(serve(settings))
     except ArtifactError as error:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from services.common.cpu_cores import parse_cores, pin_to
+from services.common.cpu_cores import pin_service
 from services.common.errors import ArtifactError
 from services.common.logs import configure_logging
 from services.weak_model.app import start_weak_model
@@ -32,15 +32,10 @@ async def serve(settings: WeakModelSettings) -> None:
 
 def main(args: list[str] | None = None, prog: str = "python -m services.weak_model") -> None:
     """Parse flags (``--help`` lists every setting) and serve; exit 1 when the weights are refused."""
-    settings = WeakModelSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
+    settings = WeakModelSettings.from_cli_or_exit(sys.argv[1:] if args is None else args, prog=prog)
     configure_logging(settings.log_level, settings.log_format, "weak_model")
-    if settings.cpu_cores:
-        try:
-            pin_to(parse_cores(settings.cpu_cores))  # before the engine starts its processes: they inherit the cores
-        except ValueError as error:
-            log.error("refusing to start: cpu_cores: %s", error)
-            sys.exit(1)
-        log.info("running on CPU cores %s", settings.cpu_cores)
+    if not pin_service(settings.cpu_cores, log):  # before the engine starts its processes: they inherit the cores
+        sys.exit(1)
     try:
         asyncio.run(serve(settings))
     except (ArtifactError, NotImplementedError) as error:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from services.common.bundled_models import BUNDLED_WEAK
-from services.common.cpu_cores import parse_cores
 from services.common.settings import ModelSourceSettings, ServerSettings
 
 
@@ -49,14 +48,3 @@ class WeakModelSettings(ServerSettings, ModelSourceSettings):
     exits non-zero for the orchestrator to restart it. 0 = exit at the first death."""
     engine_restart_backoff_s: float = Field(2.0, ge=0)
     """vllm: wait before the first restart, doubled for each further one."""
-    cpu_cores: str = ""
-    """CPU cores the service and the processes it starts run on, e.g. "1" or "0-3,8" (empty: every core it may
-    use). For an engine sharing a host with another one (a policy's vLLM, the learner): vLLM's CPU worker binds to
-    the first cores it may use and polls while it waits, so two engines otherwise crowd the same cores."""
-
-    @field_validator("cpu_cores")
-    @classmethod
-    def _known_cores(cls, value: str) -> str:
-        if value.strip():
-            parse_cores(value)  # ValueError names the cores; pydantic names the field
-        return value.strip()

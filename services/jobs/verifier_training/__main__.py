@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -19,11 +18,7 @@ log = logging.getLogger("services.jobs.verifier_training")
 
 def main(args: list[str] | None = None, prog: str = "python -m services.jobs.verifier_training") -> None:
     """Parse flags (``--help`` lists every setting), train, print the held-out metrics; exit 1 on refused input."""
-    try:
-        settings = TrainVerifierSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
-    except ValidationError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        sys.exit(2)
+    settings = TrainVerifierSettings.from_cli_or_exit(sys.argv[1:] if args is None else args, prog=prog)
     configure_logging(settings.log_level, settings.log_format, "train-verifier")
     console = Console(stderr=True)
     try:

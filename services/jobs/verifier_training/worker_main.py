@@ -7,8 +7,6 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.jobs.verifier_training.worker import Worker
@@ -34,11 +32,7 @@ async def serve(settings: WorkerSettings) -> None:
 
 
 def main(args: list[str] | None = None, prog: str = "python -m services.jobs.verifier_training.worker_main") -> None:
-    try:
-        settings = WorkerSettings.from_cli(sys.argv[1:] if args is None else args, prog=prog)
-    except ValidationError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        sys.exit(2)
+    settings = WorkerSettings.from_cli_or_exit(sys.argv[1:] if args is None else args, prog=prog)
     configure_logging(settings.log_level, settings.log_format, "worker")
     asyncio.run(serve(settings))
 

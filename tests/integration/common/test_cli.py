@@ -64,3 +64,12 @@ def test_the_command_line_starts_without_importing_torch_or_vllm() -> None:
     probe = "import sys, services.cli; print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_bad_setting_exits_2_naming_it_without_a_traceback() -> None:
+    missing_core = str(os.cpu_count() or 1)
+    for service in ("weak-model", "verifier", "learner"):
+        refused = run_cli("serve", service, "--cpu-cores", missing_core, env={})
+        assert refused.returncode == 2, (service, refused.stderr[-500:])
+        assert "cpu_cores" in refused.stderr and "not among this machine's cores" in refused.stderr
+        assert "Traceback" not in refused.stderr

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.artifacts import ArtifactStore, directory_sha256
 from services.common.client import open_channel
+from services.common.cpu_cores import available_cores
 from services.common.errors import ArtifactError
 from services.common.genproto.legibility.v1 import verifier_pb2, verifier_pb2_grpc
 from services.common.publish import publish_checkpoint
@@ -168,8 +169,10 @@ async def test_weights_load_from_a_registry_version_verified_against_the_store(
 @pytest.mark.slow
 async def test_cli_serves_until_sigterm() -> None:
     env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(VERIFIER_MODEL)}
-    async with cli_server("verifier", "--http-port", "0", env=env) as server:
+    core = min(available_cores())
+    async with cli_server("verifier", "--http-port", "0", "--cpu-cores", str(core), env=env) as server:
         assert re.search(r"\(sha256 [0-9a-f]{64}\) serving", server.announcement)
+        assert os.sched_getaffinity(server.process.pid) == {core}
         channel = open_channel(server.target)
         stub = verifier_pb2_grpc.VerifierServiceStub(channel)
         response = await stub.Score(request(2), timeout=10)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 from pydantic import ValidationError
 
-from services.common.cpu_cores import available_cores, format_cores, halves, parse_cores, pin_to
+from services.common.cpu_cores import available_cores, format_cores, halves, parse_cores, pin_service, pin_to
+from services.common.settings import ServerSettings
+from services.learner.settings import LearnerSettings
+from services.verifier.settings import VerifierSettings
 from services.weak_model.settings import WeakModelSettings
 
 CORES = available_cores()
@@ -30,10 +34,18 @@ def test_a_core_the_machine_does_not_have_is_refused_by_name() -> None:
         parse_cores(str(missing))
 
 
-def test_the_weak_model_setting_names_the_field() -> None:
+@pytest.mark.parametrize("settings", [WeakModelSettings, VerifierSettings, LearnerSettings])
+def test_every_service_has_the_setting_and_a_bad_one_names_the_field(settings: type[ServerSettings]) -> None:
     with pytest.raises(ValidationError, match="cpu_cores"):
-        WeakModelSettings(cpu_cores=str(os.cpu_count() or 1))
-    assert WeakModelSettings(cpu_cores=f" {max(CORES)} ").cpu_cores == str(max(CORES))
+        settings(cpu_cores=str(os.cpu_count() or 1))
+    assert settings(cpu_cores=f" {max(CORES)} ").cpu_cores == str(max(CORES))
+
+
+def test_a_service_that_cannot_have_its_cores_says_so_and_does_not_start(caplog: pytest.LogCaptureFixture) -> None:
+    assert pin_service("", logging.getLogger("test")) is True  # the default: every core, nothing pinned
+    assert os.sched_getaffinity(0) == CORES
+    assert pin_service(str(os.cpu_count() or 1), logging.getLogger("test")) is False
+    assert "refusing to start: cpu_cores: cores" in caplog.text and os.sched_getaffinity(0) == CORES
 
 
 def test_halves_are_disjoint_and_cover_every_core() -> None:
