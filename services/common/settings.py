@@ -14,6 +14,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
+from services.common.cpu_cores import parse_cores
+
 MiB = 1024 * 1024
 
 
@@ -130,8 +132,6 @@ class ServerSettings(LoggingSettings):
     @field_validator("cpu_cores")
     @classmethod
     def _known_cores(cls, value: str) -> str:
-        from services.common.cpu_cores import parse_cores
-
         if value.strip():
             parse_cores(value)  # ValueError names the cores; pydantic names the field
         return value.strip()
