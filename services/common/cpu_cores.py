@@ -69,7 +69,7 @@ def pin_service(cpu_cores: str, log: logging.Logger) -> bool:
         return True
     try:
         pin_to(parse_cores(cpu_cores))
-    except ValueError as error:
+    except (ValueError, NotImplementedError) as error:  # NotImplementedError: no sched_setaffinity (not Linux)
         log.error("refusing to start: cpu_cores: %s", error)
         return False
     log.info("running on CPU cores %s", cpu_cores)

@@ -45,7 +45,7 @@ class BoundaryVocabulary:
     spaces: tuple[str, ...]
     """Whitespace characters that start some token: WORD/SENTENCE lookaheads are tokens starting with one."""
     eos_ids: frozenset[int]
-    word_stops: tuple[str, ...] = ()
+    word_stops: tuple[str, ...]
     """WORD stop strings: a character that ends tokens, then whitespace that starts them (see the module)."""
 
     @classmethod
@@ -75,7 +75,7 @@ class BoundaryVocabulary:
         if rule.boundary is Boundary.STEP:
             stops.append("\n")
         elif rule.boundary is Boundary.WORD:
-            stops += self.word_stops or self.spaces
+            stops += self.word_stops
         elif rule.boundary is Boundary.SENTENCE:
             stops += [end + space for end in SENTENCE_END for space in self.spaces]
         return list(dict.fromkeys(stops))

@@ -415,11 +415,12 @@ def bench_tandem(
             raise typer.BadParameter("must be hf or vllm", param_hint="--engine")
     with_agent = has_vllm if agent is None else agent
     cores = available_cores()
-    if split_cores and len(cores) < 2:
-        raise typer.BadParameter(f"needs 2 or more CPU cores; this has {len(cores)}", param_hint="--split-cores")
     weak_cores: frozenset[int] = frozenset()
     if len(cores) >= 2 if split_cores is None else split_cores:
-        policy_cores, weak_cores = halves(cores)
+        try:
+            policy_cores, weak_cores = halves(cores)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--split-cores") from None
         pin_to(policy_cores)  # before the agent path's vLLM engine starts here: its processes inherit the cores
     try:
         result = asyncio.run(
@@ -429,7 +430,8 @@ def bench_tandem(
             )
         )  # fmt: skip
     finally:
-        pin_to(cores)
+        if weak_cores:
+            pin_to(cores)
     console = Console(width=max(Console().width, 130))
     console.print(table(result))
     if json_out is not None:

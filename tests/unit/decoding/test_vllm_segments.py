@@ -11,9 +11,10 @@ from services.common.bundled_models import BUNDLED_WEAK
 from services.decoding.boundaries import Boundary, StopRule, first_end
 from services.decoding.vllm_segments import MAX_WORD_STOPS, BoundaryVocabulary
 
-VOCAB = BoundaryVocabulary.from_tokenizer(AutoTokenizer.from_pretrained(BUNDLED_WEAK))
+TOKENIZER = AutoTokenizer.from_pretrained(BUNDLED_WEAK)
+VOCAB = BoundaryVocabulary.from_tokenizer(TOKENIZER)
 WORD = StopRule(32, Boundary.WORD)
-PIECES = [VOCAB.token_text(i) for i in range(len(AutoTokenizer.from_pretrained(BUNDLED_WEAK)))]
+PIECES = [VOCAB.token_text(i) for i in range(len(TOKENIZER))]
 TEXT_PIECES = [p for p in PIECES if len(p) == 1]  # the bundled tokenizer's characters (no special tokens)
 
 
