@@ -141,7 +141,9 @@ class ProcessTorchScorer:
                 self._waiting.popleft().set_exception(RuntimeError(self._gone))
 
     def _exited(self) -> str:
-        self._process.join(5)
+        # The pipe broke, so the child is dead or dying; a loaded machine may take seconds to reap it, and its exit
+        # code is what the caller is told.
+        self._process.join(30)
         return f"verifier forward process exited (code {self._process.exitcode})"
 
     async def close(self) -> None:
