@@ -5,8 +5,9 @@ it) and the weak-model service as a separate process on loopback (as in a cluste
 seeds, one batch of all prompts as a training step sends it:
 
 - solo: the policy alone, each rollout one segment to EOS or the budget;
-- tandem: word handoffs at ``p_primary`` 0.5 (the demo's schedule), each author taking the rollouts waiting for it
-  whenever it is free (``run_tandem``'s default);
+- tandem: word handoffs at ``p_primary`` 0.5 (the demo's schedule), the weak model taking the rollouts waiting
+  for it whenever it is free, the policy holding those it writes in one continuous decoding loop (``run_tandem``'s
+  default; its "rounds" are that loop's steps);
 - tandem, lockstep: the same rollouts in rounds of one batched policy call and one batched ``Continue`` each, every
   round waiting for both authors;
 - the OpenRLHF agent path (``--agent``, needs vLLM): the policy on vLLM, each rollout one ``TandemAgent.execute``
@@ -26,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,7 +42,7 @@ from services.common.cpu_cores import available_cores, format_cores, halves, pin
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
 from services.common.processes import ServiceProcess, free_port
 from services.decoding.requests import SegmentRequest
-from services.learner.clients.segments import Segment, SegmentWriter
+from services.learner.clients.segments import ContinuousSegmentWriter, Segment, SegmentSession, SegmentWriter
 from services.learner.clients.weak_model import WeakModelClient
 from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
 from services.learner.rl.schedule import SOLO, HandoffSchedule
@@ -87,6 +88,42 @@ class CountingWriter:
         return segments
 
 
+@dataclass
+class CountingPolicy(CountingWriter):
+    """A :class:`CountingWriter` that also counts a continuous writer's session: each step is a call."""
+
+    inner: ContinuousSegmentWriter
+
+    def session(self) -> SegmentSession:
+        return CountingSession(self.inner.session(), self)
+
+
+@dataclass
+class CountingSession:
+    inner: SegmentSession
+    counts: CountingWriter
+
+    @property
+    def running(self) -> int:
+        return self.inner.running
+
+    async def step(
+        self,
+        join: Sequence[tuple[Hashable, SegmentRequest]] = (),
+        resume: Sequence[tuple[Hashable, SegmentRequest]] = (),
+        leave: Sequence[Hashable] = (),
+        drop: Sequence[Hashable] = (),
+    ) -> list[tuple[Hashable, Segment]]:
+        counts = self.counts
+        counts.calls += 1
+        counts.nonempty_calls += 1
+        counts.requests += len(join) + len(resume)
+        counts.prefix_tokens += sum(len(r.prefix_ids) for _, r in [*join, *resume])
+        ended = await self.inner.step(join, resume, leave, drop)
+        counts.written_tokens += sum(len(s.token_ids) for _, s in ended)
+        return ended
+
+
 @dataclass(frozen=True)
 class Measured:
     """One batch of rollouts, solo or tandem."""
@@ -97,7 +134,7 @@ class Measured:
     seconds: float
     response_tokens: int
     rounds: int
-    """Policy calls: lockstep rounds, or the policy lane's batches."""
+    """Policy calls: lockstep rounds, or the steps of the policy's continuous decoding loop."""
     continue_calls: int
     policy_prefix_tokens_per_rollout: float
     weak_prefix_tokens_per_rollout: float
@@ -164,7 +201,7 @@ async def measure(
     schedule = SOLO if mode == "solo" else WORD_HANDOFFS
     options = RolloutOptions(schedule, tokens)
     rollouts = new_rollouts(prompts, options, policy.context_window, seed=0)
-    author, partner = CountingWriter(policy), CountingWriter(weak)
+    author, partner = CountingPolicy(policy), CountingWriter(weak)
     policy.prefix_cache.clear()  # each batch starts as a training step's does: after an update
     stats = policy.prefix_cache.stats
     policy_computed = stats.prefix_tokens - stats.reused_tokens

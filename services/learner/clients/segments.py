@@ -7,9 +7,9 @@ tandem implementation for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from services.decoding.requests import SegmentRequest
 
@@ -34,3 +34,35 @@ class SegmentWriter(Protocol):
     async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
         """One segment per request, in order; requests are batched together."""
         ...
+
+
+class SegmentSession(Protocol):
+    """One author's continuous decoding loop over many texts, stepped by the rollout loop.
+
+    Texts join with their first segment; at every step each running text gets one more token; a text whose
+    segment ended pauses and is returned, and at the next step it either continues with its next segment (the
+    author keeps its state: nothing is recomputed), leaves (its state is kept aside: its text comes back after
+    the other author's segment) or is dropped (its text is complete).
+    """
+
+    @property
+    def running(self) -> int:
+        """Texts the next step decodes (not paused)."""
+        ...
+
+    async def step(
+        self,
+        join: Sequence[tuple[Hashable, SegmentRequest]] = (),
+        resume: Sequence[tuple[Hashable, SegmentRequest]] = (),
+        leave: Sequence[Hashable] = (),
+        drop: Sequence[Hashable] = (),
+    ) -> list[tuple[Hashable, Segment]]:
+        """Apply the decisions, add the new texts, decode one token each; the segments that ended, by key."""
+        ...
+
+
+@runtime_checkable
+class ContinuousSegmentWriter(SegmentWriter, Protocol):
+    """An author that can also write in a :class:`SegmentSession` (the learner's in-process policy)."""
+
+    def session(self) -> SegmentSession: ...

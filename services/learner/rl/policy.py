@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from services.common.model_loading import load_pretrained
 from services.decoding.boundaries import FinishReason
+from services.decoding.hf_batch import DecodingBatch, Generated
 from services.decoding.hf_loop import generate
 from services.decoding.prefix_cache import PrefixCache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenTable
 from services.learner.clients.segments import Segment
+
+_T = TypeVar("_T")
 
 
 class TransformersPolicy:
@@ -61,12 +65,13 @@ class TransformersPolicy:
             return []
         return await asyncio.to_thread(self._write, list(requests))
 
+    def session(self) -> PolicySession:
+        """A continuous decoding loop for many rollouts' segments (what a tandem rollout loop steps)."""
+        return PolicySession(self)
+
     def _write(self, requests: list[SegmentRequest]) -> list[Segment]:
-        torch.set_num_threads(self._torch_threads)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            generated = generate(
+        def write() -> list[Generated]:
+            return generate(
                 self.model,
                 requests,
                 pieces=self.tokens.pieces,
@@ -75,15 +80,64 @@ class TransformersPolicy:
                 context_window=self.context_window,
                 prefix_cache=self.prefix_cache,
             )
+
+        return [_segment(g) for g in self.in_eval(write)]
+
+    def in_eval(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` with the model in eval mode and this policy's torch thread count (blocking)."""
+        torch.set_num_threads(self._torch_threads)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return work()
         finally:
             self.model.train(was_training)
-        return [
-            Segment(
-                tuple(g.token_ids),
-                tuple(g.logprobs),
-                g.ending.reason is FinishReason.EOS,
-                eos_log_prob=g.eos_logprob,
-                eos_id=g.eos_id,
-            )
-            for g in generated
-        ]
+
+
+class PolicySession:
+    """The policy's :class:`~services.learner.clients.segments.SegmentSession`: a
+    :class:`~services.decoding.hf_batch.DecodingBatch` over its model and prefix cache, stepped in a worker thread.
+    Live for one batch of rollouts: the weights must not change while it is (the trainer steps after the rollouts).
+    """
+
+    def __init__(self, policy: TransformersPolicy) -> None:
+        self._policy = policy
+        self._batch = DecodingBatch(
+            policy.model,
+            pieces=policy.tokens.pieces,
+            eos_ids=policy.tokens.eos_ids,
+            pad_id=policy.pad_id,
+            context_window=policy.context_window,
+            prefix_cache=policy.prefix_cache,
+        )
+
+    @property
+    def running(self) -> int:
+        return self._batch.running
+
+    @property
+    def forward_passes(self) -> int:
+        return self._batch.forward_passes
+
+    async def step(
+        self,
+        join: Sequence[tuple[Hashable, SegmentRequest]] = (),
+        resume: Sequence[tuple[Hashable, SegmentRequest]] = (),
+        leave: Sequence[Hashable] = (),
+        drop: Sequence[Hashable] = (),
+    ) -> list[tuple[Hashable, Segment]]:
+        def step() -> list[tuple[Hashable, Generated]]:
+            return self._batch.step(join=join, resume=resume, leave=leave, drop=drop)
+
+        ended = await asyncio.to_thread(self._policy.in_eval, step)
+        return [(key, _segment(g)) for key, g in ended]
+
+
+def _segment(g: Generated) -> Segment:
+    return Segment(
+        tuple(g.token_ids),
+        tuple(g.logprobs),
+        g.ending.reason is FinishReason.EOS,
+        eos_log_prob=g.eos_logprob,
+        eos_id=g.eos_id,
+    )

@@ -1,21 +1,23 @@
-"""Tandem rollouts: the policy and the weak model take turns writing each solution, in lockstep segments.
+"""Tandem rollouts: the policy and the weak model take turns writing each solution, segment by segment.
 
-Every round of the loop asks each unfinished rollout's :class:`HandoffDrawer` who writes next, then makes one
-batched call per author (the policy's in-process forward and the weak model's ``Continue``) concurrently, and
-appends each segment with its author. A rollout ends at EOS from either author or when its token budget (the
-run's ``max_new_tokens``, capped by the context window) is spent.
+After each segment the rollout's :class:`HandoffDrawer` says who writes the next one; the segment is appended with
+its author. Each author works in its own lane: the weak model's takes every rollout waiting for it in one batched
+``Continue``; the in-process policy holds the rollouts it is writing in one continuous decoding loop (they join
+it, continue in it while the drawer keeps drawing the policy, and leave it for the weak model). A rollout ends at
+EOS from either author or when its token budget (the run's ``max_new_tokens``, capped by the context window) is
+spent. The lockstep form (one batched call per author per round) stays for comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from services.decoding.boundaries import StopRule
 from services.decoding.requests import SegmentRequest
-from services.learner.clients.segments import Segment, SegmentWriter
+from services.learner.clients.segments import ContinuousSegmentWriter, Segment, SegmentSession, SegmentWriter
 from services.learner.rl.authorship import Authorship
 from services.learner.rl.schedule import Author, HandoffDrawer, HandoffSchedule
 
@@ -136,6 +138,9 @@ async def run_tandem(
     ``overlap`` (default): each author works through the rollouts waiting for it as soon as it is free, so the
     rollouts the weak model is writing do not stall those the policy could write (and the other way round); a
     rollout's tokens do not depend on which batch its segment lands in (each segment is seeded by the rollout).
+    A policy that decodes continuously (:class:`ContinuousSegmentWriter`, the in-process one) holds every rollout
+    it is writing in one decoding loop: a rollout joins it when handed over, continues in it when the policy draws
+    its next segment too, and goes to the weak model the moment its segment ends.
     ``overlap=False`` is the lockstep form: one batched call per author per round, every round waiting for both.
     """
     if overlap:
@@ -158,26 +163,30 @@ async def run_tandem(
 async def _run_overlapped(
     rollouts: Sequence[Rollout], policy: SegmentWriter, weak: SegmentWriter, options: RolloutOptions
 ) -> None:
-    """Two lanes, one per author: each takes every rollout waiting for it, writes their segments in one batched
-    call, and hands each rollout to whoever writes its next segment."""
+    """Two lanes, one per author: each takes every rollout waiting for it, writes their segments (in one batched
+    call, or by stepping its session), and hands each rollout to whoever writes its next segment."""
     waiting: dict[Author, list[tuple[Rollout, SegmentRequest]]] = {Author.POLICY: [], Author.WEAK: []}
     wake = {Author.POLICY: asyncio.Event(), Author.WEAK: asyncio.Event()}
     unfinished = [sum(not r.done for r in rollouts)]
 
-    def hand_on(rollout: Rollout) -> None:
-        if rollout.done:
-            unfinished[0] -= 1
-            if not unfinished[0]:
-                for event in wake.values():
-                    event.set()
-            return
-        author, request = _plan(rollout, options)
+    def next_segment(rollout: Rollout) -> tuple[Author, SegmentRequest] | None:
+        """Who writes the rollout's next segment; None (and one fewer unfinished) if it is done."""
+        if not rollout.done:
+            return _plan(rollout, options)
+        unfinished[0] -= 1
+        if not unfinished[0]:
+            for event in wake.values():
+                event.set()
+        return None
+
+    def hand_to(author: Author, rollout: Rollout, request: SegmentRequest) -> None:
         waiting[author].append((rollout, request))
         wake[author].set()
 
     for rollout in rollouts:
         if not rollout.done:
-            hand_on(rollout)
+            author, request = _plan(rollout, options)
+            hand_to(author, rollout, request)
 
     async def lane(author: Author, writer: SegmentWriter) -> None:
         while unfinished[0]:
@@ -189,6 +198,36 @@ async def _run_overlapped(
             segments = await writer.write([request for _, request in batch])
             for (rollout, _), segment in zip(batch, segments, strict=True):
                 _append(rollout, author, segment)
-                hand_on(rollout)
+                if (following := next_segment(rollout)) is not None:
+                    hand_to(following[0], rollout, following[1])
 
-    await asyncio.gather(lane(Author.POLICY, policy), lane(Author.WEAK, weak))
+    async def policy_session_lane(session: SegmentSession) -> None:
+        by_key = {id(rollout): rollout for rollout in rollouts}
+        resume: list[tuple[Hashable, SegmentRequest]] = []
+        leave: list[Hashable] = []
+        drop: list[Hashable] = []
+        while unfinished[0]:
+            join, waiting[Author.POLICY] = waiting[Author.POLICY], []
+            if not (join or resume or leave or drop or session.running):
+                wake[Author.POLICY].clear()
+                await wake[Author.POLICY].wait()
+                continue
+            ended = await session.step([(id(r), req) for r, req in join], resume, leave, drop)
+            resume, leave, drop = [], [], []
+            for key, segment in ended:
+                rollout = by_key[key]
+                _append(rollout, Author.POLICY, segment)
+                if (following := next_segment(rollout)) is None:
+                    drop.append(key)
+                elif following[0] is Author.POLICY:
+                    resume.append((key, following[1]))
+                else:
+                    leave.append(key)
+                    hand_to(Author.WEAK, rollout, following[1])
+
+    policy_lane = (
+        policy_session_lane(policy.session())
+        if isinstance(policy, ContinuousSegmentWriter)
+        else lane(Author.POLICY, policy)
+    )
+    await asyncio.gather(policy_lane, lane(Author.WEAK, weak))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
+from services.decoding.requests import SegmentRequest
+from services.learner.clients.segments import Segment, SegmentWriter
 from services.learner.clients.weak_model import WeakModelClient
 from services.learner.rl.policy import TransformersPolicy
 from services.learner.rl.policy_loss import policy_loss
@@ -47,13 +50,27 @@ async def _rollouts(
     count: int = 32,
     seed: int = 7,
     overlap: bool = True,
+    temperature: float = 1.0,
+    author: SegmentWriter | None = None,
 ) -> list[Rollout]:
     problems = toy.generate("train", count, seed=1)
     prompts = [policy.encode(toy.format_prompt(p.question)) for p in problems]
-    options = RolloutOptions(schedule, max_new_tokens=80)
+    options = RolloutOptions(schedule, max_new_tokens=80, policy_temperature=temperature, weak_temperature=temperature)
     rollouts = new_rollouts(prompts, options, policy.context_window, seed)
-    await run_tandem(rollouts, policy, weak, options, overlap=overlap)
+    await run_tandem(rollouts, author or policy, weak, options, overlap=overlap)
     return rollouts
+
+
+@dataclass
+class PerCall:
+    """The policy behind the plain SegmentWriter interface: one decoding call per batch of segments."""
+
+    policy: TransformersPolicy
+    calls: int = 0
+
+    async def write(self, requests: Sequence[SegmentRequest]) -> list[Segment]:
+        self.calls += bool(requests)
+        return await self.policy.write(requests)
 
 
 async def test_every_token_has_an_author_and_both_write(policy: TransformersPolicy, weak: WeakModelClient) -> None:
@@ -93,16 +110,43 @@ async def test_same_seed_same_rollouts(policy: TransformersPolicy, weak: WeakMod
     assert [r.response_ids for r in first] != [r.response_ids for r in other]
 
 
-async def test_overlapped_and_lockstep_scheduling_write_the_same_rollouts(
+async def test_lockstep_overlapped_and_continuous_scheduling_write_the_same_rollouts(
     policy: TransformersPolicy, weak: WeakModelClient
 ) -> None:
-    # Other batches, other moments, cached prefixes or not: each rollout's segments are seeded by the rollout alone.
+    # Other batches, other moments, cached prefixes or not, segments continued in the policy's decoding loop or
+    # prefilled afresh: each rollout's segments are seeded by the rollout alone. T = 2.5: the seeds matter.
     policy.prefix_cache.clear()
-    lockstep = await _rollouts(policy, weak, HandoffSchedule(), count=16, seed=5, overlap=False)
-    overlapped = await _rollouts(policy, weak, HandoffSchedule(), count=16, seed=5)
-    assert [r.response_ids for r in overlapped] == [r.response_ids for r in lockstep]
-    assert [r.authorship.authors for r in overlapped] == [r.authorship.authors for r in lockstep]
+    forms = {
+        "lockstep": dict(overlap=False),
+        "overlapped, one policy call per batch": dict(author=PerCall(policy)),
+        "continuous": {},
+    }
+    written = {
+        name: await _rollouts(policy, weak, HandoffSchedule(), count=16, seed=5, temperature=2.5, **form)
+        for name, form in forms.items()
+    }
+    lockstep = written["lockstep"]
+    for rollouts in written.values():
+        assert [r.response_ids for r in rollouts] == [r.response_ids for r in lockstep]
+        assert [r.authorship.authors for r in rollouts] == [r.authorship.authors for r in lockstep]
     assert policy.prefix_cache.stats.reused_share > 0.5  # the policy fed mostly what the weak model added
+    assert len({tuple(r.response_ids) for r in lockstep}) == 16  # sampled, not all alike
+
+
+async def test_the_policy_continues_its_own_segments_without_a_new_call(
+    policy: TransformersPolicy, weak: WeakModelClient
+) -> None:
+    """At p_primary 1 with 6-token gaps the policy writes every segment: per call it needs one call per segment
+    round; continuous, it holds each rollout in one decoding loop and never prefills from its cache."""
+    schedule = HandoffSchedule(strategy="word", p_primary=1.0, max_gap_tokens=6)
+    per_call = PerCall(policy)
+    policy.prefix_cache.clear()
+    first = await _rollouts(policy, weak, schedule, count=8, author=per_call)
+    lookups = policy.prefix_cache.stats.lookups
+    again = await _rollouts(policy, weak, schedule, count=8)
+    assert [r.response_ids for r in again] == [r.response_ids for r in first]
+    assert per_call.calls >= max(r.segments for r in first) > 3
+    assert policy.prefix_cache.stats.lookups == lookups + 8  # one join per rollout, then continued in the loop
 
 
 async def test_weak_tokens_get_no_gradient_at_lambda_zero(policy: TransformersPolicy, weak: WeakModelClient) -> None:
