@@ -32,8 +32,9 @@ def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Pat
     # The same seeded rollouts either way: lockstep and overlapped scheduling write the same tokens.
     assert lockstep["response_tokens"] == tandem["response_tokens"]
     assert lockstep["weak_tokens"] == tandem["weak_tokens"]
-    # Solo: one policy call writes everything, no Continue; tandem: lockstep rounds, the weak model wrote some.
-    assert (solo["rounds"], solo["continue_calls"], solo["weak_tokens"]) == (1, 0, 0)
+    # Solo: the policy's loop decodes every rollout together, one step per token, no Continue; tandem: lockstep
+    # rounds, the weak model wrote some.
+    assert 1 < solo["rounds"] <= 24 and (solo["continue_calls"], solo["weak_tokens"]) == (0, 0)
     assert lockstep["rounds"] > 1 and 0 < lockstep["continue_calls"] <= lockstep["rounds"]
     assert tandem["rounds"] > 1 and tandem["continue_calls"] > 0 and tandem["weak_tokens"] > 0
     assert 0 < solo["response_tokens"] <= 6 * 24 and 0 < tandem["response_tokens"] <= 6 * 24
