@@ -50,6 +50,15 @@ def test_a_failing_batch_fails_alone_and_the_child_keeps_serving(in_thread) -> N
     assert scorer._process.exitcode == 0  # told to stop, not killed
 
 
+def test_children_start_with_torch_and_transformers_imported() -> None:
+    """Forked from the fork server, which imported them once: a hot swap's child does not import them again."""
+    scorer = ProcessTorchScorer.start(VERIFIER_MODEL, pad_id=0, torch_threads=1, device="cpu")
+    try:
+        assert scorer.preloaded
+    finally:
+        asyncio.run(scorer.close())
+
+
 def test_a_dead_child_fails_the_call_with_its_exit_code() -> None:
     scorer = ProcessTorchScorer.start(VERIFIER_MODEL, pad_id=0, torch_threads=1, device="cpu")
     os.kill(scorer._process.pid, signal.SIGKILL)
