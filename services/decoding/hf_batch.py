@@ -65,6 +65,8 @@ class _Row:
     to_feed: list[int] = field(init=False)
     """Tokens of the request's prefix the row holds no KV for yet (fed one per step before sampling)."""
     ended: Generated | None = field(init=False)
+    gone: bool = False
+    """Left the batch; its slot stays (sitting every step out) until the batch is compacted."""
 
     def start(self, request: SegmentRequest, context_window: int) -> None:
         """Begin ``request``'s segment; its prefix must extend the ids the row holds."""
@@ -112,12 +114,13 @@ class DecodingBatch:
         self.forward_passes = 0
 
     def __len__(self) -> int:
-        return len(self._rows)
+        """Rows in the batch (running or paused)."""
+        return sum(not row.gone for row in self._rows)
 
     @property
     def running(self) -> int:
         """Rows not paused: what the next step decodes."""
-        return sum(row.ended is None for row in self._rows)
+        return sum(row.ended is None and not row.gone for row in self._rows)
 
     @torch.inference_mode()
     def step(
@@ -133,32 +136,44 @@ class DecodingBatch:
         leave or be dropped at the next step."""
         self._leave(leave, store=True)
         self._leave(drop, store=False)
-        by_key = {row.key: row for row in self._rows}
+        by_key = {row.key: row for row in self._rows if not row.gone}
         for key, request in resume:
             if key not in by_key or by_key[key].ended is None:
                 raise ValueError(f"row {key!r} is not paused in the batch; only a paused row continues")
             by_key[key].start(request, self.context_window)
-        if undecided := [row.key for row in self._rows if row.ended is not None]:
+        if undecided := [row.key for row in by_key.values() if row.ended is not None]:
             raise ValueError(f"rows {undecided!r} ended their segment: resume them or let them leave")
         self._join(join, by_key)
         return self._decode()
 
     def _leave(self, keys: Sequence[Hashable], store: bool) -> None:
+        """Rows leave at once (their states to the prefix cache if ``store``); their slots go at the next
+        compaction, so a row leaving does not copy the whole batch."""
         if not keys:
             return
         leaving = set(keys)
-        if unknown := leaving - {row.key for row in self._rows}:
+        if unknown := leaving - {row.key for row in self._rows if not row.gone}:
             raise KeyError(f"no rows {sorted(map(repr, unknown))} in the batch")
         assert self._cache is not None
-        if store and self.prefix_cache is not None:
-            for slot, row in enumerate(self._rows):
-                if row.key in leaving:
+        for slot, row in enumerate(self._rows):
+            if row.key in leaving and not row.gone:
+                if store and self.prefix_cache is not None:
                     self.prefix_cache.store(row.fed, snapshot(self._cache, self._mask, slot), row.cached_as)
-        keep = [slot for slot, row in enumerate(self._rows) if row.key not in leaving]
+                row.gone = True
+        gone = len(self._rows) - len(self)
+        if 2 * gone >= len(self._rows):  # half the slots idle: worth one copy
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the slots of rows that left (one copy of the rest) and the columns no row uses any more."""
+        keep = [slot for slot, row in enumerate(self._rows) if not row.gone]
+        if len(keep) == len(self._rows):
+            return
         self._rows = [self._rows[slot] for slot in keep]
         if not self._rows:
             self._cache, self._mask, self._logits = None, self._mask[:0, :0], self._logits[:0]
             return
+        assert self._cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         self._cache.batch_select_indices(index)
         self._cache, self._mask = trim(self._cache, self._mask[index])
@@ -181,9 +196,15 @@ class DecodingBatch:
         joined = prefill(self.model, requests, reuse, self.pad_id)
         misses = sum(entry is None for _, entry in reuse)
         self.forward_passes += (misses > 0) + (misses < len(reuse))  # prefill() runs misses and hits apart
-        current = [] if self._cache is None else [(self._cache, self._mask, self._logits)]
-        self._cache, self._mask, self._logits = concat([*current, joined])  # in a cache that appends in place
-        self._rows.extend(rows)
+        live = [slot for slot, row in enumerate(self._rows) if not row.gone]
+        if not live:
+            self._cache, self._mask, self._logits = concat([joined])  # in a cache that appends in place
+        else:  # the batch is copied anyway: the slots of rows that left go in the same copy
+            assert self._cache is not None
+            keep = None if len(live) == len(self._rows) else torch.tensor(live, dtype=torch.long)
+            self._cache, self._mask, self._logits = concat([(self._cache, self._mask, self._logits), joined], keep=keep)
+            self._cache, self._mask = trim(self._cache, self._mask)
+        self._rows = [*(self._rows[slot] for slot in live), *rows]
 
     def _decode(self) -> list[tuple[Hashable, Generated]]:
         """Sample (or feed) one token per running row and run one forward pass for them."""
@@ -192,7 +213,7 @@ class DecodingBatch:
         fed = [False] * len(self._rows)
         ended = []
         for slot, row in enumerate(self._rows):
-            if row.ended is not None:  # paused: sits this step out
+            if row.ended is not None or row.gone:  # paused, or left: sits this step out
                 continue
             if row.to_feed:
                 token = row.to_feed.pop(0)

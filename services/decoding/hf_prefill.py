@@ -98,22 +98,30 @@ def prefill(
     return cache, mask[order], logits[order]
 
 
-def concat(parts: Sequence[Batch], room: int = ROOM) -> Batch:
-    """Batches stacked row-wise, each left-padded to the widest, in one cache with ``room`` to append in place."""
+def concat(parts: Sequence[Batch], room: int = ROOM, keep: torch.Tensor | None = None) -> Batch:
+    """Batches stacked row-wise, each left-padded to the widest, in one cache with ``room`` to append in place;
+    ``keep``: only these rows of the first batch (rows that left are dropped in the same copy)."""
+    if keep is not None:
+        first_cache, first_mask, first_logits = parts[0]
+        parts = [(first_cache, first_mask[keep], first_logits[keep]), *parts[1:]]
     width = max(mask.shape[1] for _, mask, _ in parts)
     rows = sum(mask.shape[0] for _, mask, _ in parts)
     layers = []
     for layer in range(len(parts[0][0].layers)):
         template = parts[0][0].layers[layer].keys
         heads, dim = template.shape[1], template.shape[3]
-        keys = template.new_zeros((rows, heads, width + room, dim))  # zeros: padding is masked, never NaN
-        values = template.new_zeros((rows, heads, width + room, dim))
+        keys = template.new_empty((rows, heads, width + room, dim))  # the room is written before it is read
+        values = template.new_empty((rows, heads, width + room, dim))
         row = 0
-        for cache, mask, _ in parts:
-            part = cache.layers[layer]
+        for index, (cache, mask, _) in enumerate(parts):
+            part_keys, part_values = cache.layers[layer].keys, cache.layers[layer].values
+            if index == 0 and keep is not None:
+                part_keys, part_values = part_keys.index_select(0, keep), part_values.index_select(0, keep)
             count, used = mask.shape
-            keys[row : row + count, :, width - used : width] = part.keys
-            values[row : row + count, :, width - used : width] = part.values
+            keys[row : row + count, :, : width - used].zero_()  # padding is masked, but must not be NaN
+            values[row : row + count, :, : width - used].zero_()
+            keys[row : row + count, :, width - used : width] = part_keys
+            values[row : row + count, :, width - used : width] = part_values
             row += count
         layers.append(RoomyLayer(keys, values, width, room))
     mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for _, mask, _ in parts])

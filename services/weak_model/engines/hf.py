@@ -1,8 +1,9 @@
-"""The transformers engine: one frozen float32 model on CPU (or wherever torch puts it), micro-batched.
+"""The transformers engine: one frozen float32 model on CPU (or wherever torch puts it), batched.
 
-Concurrent Continue calls are merged by one MicroBatcher, LogProbs calls by another; a lock keeps their model
-calls from running at the same time, and the model runs in a worker thread so the event loop (health checks,
-admission) stays responsive while it computes.
+Continue requests decode in one continuous batch that they join and leave step by step
+(:class:`~services.weak_model.engines.hf_continuous.ContinuousDecoder`); concurrent LogProbs calls are merged by a
+MicroBatcher. A lock keeps their model calls from running at the same time, and the model runs in a worker thread
+so the event loop (health checks, admission) stays responsive while it computes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from services.common.batching import MicroBatcher
 from services.common.metrics import count_prefix_cache
 from services.common.settings import MiB
 from services.decoding import hf_loop
+from services.decoding.hf_batch import DecodingBatch, Generated
 from services.decoding.prefix_cache import CacheStats, PrefixCache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
@@ -33,6 +35,7 @@ from services.weak_model.engine import (
     TextLogProbs,
     WeightsInfo,
 )
+from services.weak_model.engines.hf_continuous import ContinuousDecoder
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -63,7 +66,10 @@ class HFEngine(TokenizerAccessors):
         self._prefix_cache = PrefixCache(max_bytes=prefix_cache_mib * MiB) if prefix_cache_mib else None
         self._lock = asyncio.Lock()
         knobs = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_size": max_queue_size}
-        self._continue = MicroBatcher[SegmentRequest, Continuation]("weak_model.continue", self._run_continue, **knobs)
+        self._continue = ContinuousDecoder(
+            "weak_model.continue", self._new_batch, self._step, max_rows=max_batch_size, max_queue_size=max_queue_size,
+            max_delay_ms=max_delay_ms,
+        )  # fmt: skip
         self._logprobs = MicroBatcher[LogProbsRequest, TextLogProbs]("weak_model.logprobs", self._run_logprobs, **knobs)
 
     @property
@@ -87,36 +93,7 @@ class HFEngine(TokenizerAccessors):
         """Nothing to watch: the model runs in this process, and a failing forward pass fails its own call."""
 
     async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:
-        return await self._continue.submit_many(requests)
-
-    async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
-        return await self._logprobs.submit_many(requests)
-
-    def _in_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Run ``fn`` in an executor thread with the configured torch thread count."""
-        if torch.get_num_threads() != self._torch_threads:
-            torch.set_num_threads(self._torch_threads)
-        return fn(*args, **kwargs)
-
-    async def _run_continue(self, requests: list[SegmentRequest]) -> list[Continuation]:
-        async with self._lock:
-            before = replace(self._prefix_cache.stats) if self._prefix_cache is not None else None
-            generated = await asyncio.to_thread(
-                self._in_thread,
-                hf_loop.generate,
-                self._model,
-                requests,
-                pieces=self._tokens.pieces,
-                eos_ids=self._tokens.eos_ids,
-                pad_id=self._pad_id,
-                context_window=self.context_window,
-                prefix_cache=self._prefix_cache,
-            )
-            if self._prefix_cache is not None and before is not None:  # the lock keeps other batches out
-                done = self._prefix_cache.stats.since(before)
-            else:  # no cache: every prefix token is computed, and the metrics say so
-                done = CacheStats(len(requests), 0, 0, sum(len(r.prefix_ids) for r in requests))
-        count_prefix_cache(self._weights.name, done.lookups, done.hits, done.reused_tokens, done.prefix_tokens)
+        generated = await self._continue.submit_many(requests)
         return [
             Continuation(
                 text=self.decode(g.token_ids),
@@ -128,6 +105,44 @@ class HFEngine(TokenizerAccessors):
             )
             for r, g in zip(requests, generated, strict=True)
         ]
+
+    async def logprobs_batch(self, requests: Sequence[LogProbsRequest]) -> list[TextLogProbs]:
+        return await self._logprobs.submit_many(requests)
+
+    def _in_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run ``fn`` in an executor thread with the configured torch thread count."""
+        if torch.get_num_threads() != self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+        return fn(*args, **kwargs)
+
+    def _new_batch(self) -> DecodingBatch:
+        return DecodingBatch(
+            self._model,
+            pieces=self._tokens.pieces,
+            eos_ids=self._tokens.eos_ids,
+            pad_id=self._pad_id,
+            context_window=self.context_window,
+            prefix_cache=self._prefix_cache,
+        )
+
+    async def _step(
+        self,
+        batch: DecodingBatch,
+        join: list[tuple[Hashable, SegmentRequest]],
+        leave: list[Hashable],
+        drop: list[Hashable],
+    ) -> list[tuple[Hashable, Generated]]:
+        """One step of the Continue batch, holding the model; counts the prefix tokens its joins reused."""
+        async with self._lock:
+            before = replace(self._prefix_cache.stats) if self._prefix_cache is not None else None
+            ended = await asyncio.to_thread(self._in_thread, batch.step, join=join, leave=leave, drop=drop)
+            if self._prefix_cache is not None and before is not None:  # the lock keeps other steps out
+                done = self._prefix_cache.stats.since(before)
+            else:  # no cache: every prefix token is computed, and the metrics say so
+                done = CacheStats(len(join), 0, 0, sum(len(r.prefix_ids) for _, r in join))
+        if done.lookups:
+            count_prefix_cache(self._weights.name, done.lookups, done.hits, done.reused_tokens, done.prefix_tokens)
+        return ended
 
     async def _run_logprobs(self, requests: list[LogProbsRequest]) -> list[TextLogProbs]:
         async with self._lock:

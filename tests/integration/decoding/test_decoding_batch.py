@@ -165,3 +165,25 @@ def test_the_roomy_cache_gives_the_logits_of_transformers_own(model: tuple[objec
                 logits[name].append(step_out.logits[:, -1])
     for plain, roomy in zip(logits["plain"], logits["roomy"], strict=True):
         assert torch.equal(plain, roomy)
+
+
+def test_rows_leave_without_copying_the_batch_until_half_its_slots_are_idle(
+    model: tuple[object, TokenTable, int],
+) -> None:
+    batch = _batch(model)
+    prompts = _prompts(6)
+    one_token = StopRule(1, Boundary.NONE)
+    ended = batch.step(join=[(i, SegmentRequest(p, one_token, 0.0)) for i, p in enumerate(prompts)])
+    assert len(ended) == 6 and len(batch) == 6
+
+    def buffer() -> object:
+        return batch._cache.layers[0]._key_buffer  # type: ignore[union-attr]
+
+    def resume(keys: list[int]) -> list[tuple[int, SegmentRequest]]:
+        return [(k, SegmentRequest(prompts[k] + tuple(dict(ended)[k].token_ids), StopRule(50), 0.0)) for k in keys]
+
+    before = buffer()
+    batch.step(resume=resume([2, 3, 4, 5]), leave=[0, 1])  # 2 of 6 slots idle: they sit the step out
+    assert len(batch) == 4 and batch.running == 4 and buffer() is before
+    batch.step(leave=[2])  # 3 of 6 idle: one copy of the 3 rows left
+    assert len(batch) == 3 and batch._cache.layers[0].keys.shape[0] == 3  # type: ignore[union-attr]

@@ -58,6 +58,27 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(start
     assert len((await weak.stub.Continue(request(4), timeout=10)).results) == 4  # room again
 
 
+async def test_a_short_continuation_does_not_wait_for_a_long_one(start_server) -> None:
+    """Continuous batching: a 2-token request that arrives while a long call decodes joins the running batch and
+    returns while the long one is still decoding (a micro-batch would have waited for all of it)."""
+    weak = await start_server(max_batch_size=8, max_delay_ms=0)
+    long_items = [  # seeded at T 2: these run 39-51 tokens before EOS
+        weak_model_pb2.ContinueItem(
+            prefix=common_pb2.TextOrTokens(text=PROMPT), max_new_tokens=150, temperature=2.0, seed=seed
+        )
+        for seed in (11, 19, 16, 26)
+    ]
+    long_call = asyncio.ensure_future(weak.stub.Continue(weak_model_pb2.ContinueRequest(items=long_items)))
+    decoder = weak.app.engine._continue
+    while not decoder.decoding:
+        await asyncio.sleep(0.005)
+    short = await weak.stub.Continue(request(1, max_new_tokens=2), timeout=30)
+    assert len(short.results[0].token_ids) == 2
+    assert not long_call.done()
+    long_reply = await long_call
+    assert max(len(r.token_ids) for r in long_reply.results) > 40  # long enough that waiting for it would show
+
+
 async def test_health_answers_while_the_model_computes(start_server) -> None:
     weak = await start_server(max_batch_size=32)
     item = weak_model_pb2.ContinueItem(
