@@ -12,13 +12,14 @@ the row's next segment or lets it leave:
   distribution a fresh prefill of the same text would give, so the tokens are those of the segment-by-segment form.
   Kept tokens that were never fed (a STEP segment's newline) are fed first.
 - leave: with a prefix cache, the row's KV states are stored there under the ids it fed, so its next segment (after
-  the other author's) prefills only what was added.
+  the other author's) prefills only what was added. Its slot sits the steps out until half the slots are idle or
+  the next join copies the batch anyway: removing a row copies every other row's states.
 
 New rows join between steps: their prefixes are prefilled (from the prefix cache) and stacked onto the batch. A
 paused row sits out the forward pass in its slot (a padding token under a 0 in the attention mask), which costs one
 slot and changes nothing. This is continuous batching for an author that writes many short segments of many texts:
 the learner's policy in a tandem rollout runs one forward pass per step for all the rollouts it holds, instead of
-one decoding call per batch of segments.
+one decoding call per batch of segments, and the weak model's hf engine decodes every ``Continue`` item in one.
 """
 
 from __future__ import annotations
