@@ -30,6 +30,14 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge("legibility_batch_queue_depth", "Items admitted and waiting for a batch.", ["batcher"])
 
 
+def admit(name: str, waiting: int, adding: int, max_queue_size: int) -> None:
+    """Refuse at once (Overloaded) when ``adding`` more items would put more than ``max_queue_size`` waiting."""
+    if waiting + adding > max_queue_size:
+        raise Overloaded(
+            f"{name}: {waiting} items waiting, {adding} more would pass max_queue_size {max_queue_size}; retry later"
+        )
+
+
 @dataclass(eq=False)  # identity equality: deque.remove must find this exact entry
 class _Waiting(Generic[In, Out]):
     item: In
@@ -106,11 +114,7 @@ class MicroBatcher(Generic[In, Out]):
         """Results of ``items`` in order; all are admitted or none (Overloaded), so a request is never half-queued."""
         if self._worker is None:
             raise NotReady(f"{self.name}: batcher is not running")
-        if len(self._waiting) + len(items) > self.max_queue_size:
-            raise Overloaded(
-                f"{self.name}: {len(self._waiting)} items waiting, {len(items)} more would pass "
-                f"max_queue_size {self.max_queue_size}; retry later"
-            )
+        admit(self.name, len(self._waiting), len(items), self.max_queue_size)
         loop = asyncio.get_running_loop()
         entries = [_Waiting(item, loop.create_future(), loop.time()) for item in items]
         for entry in entries:

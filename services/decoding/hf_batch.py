@@ -72,7 +72,7 @@ class _Row:
     def start(self, request: SegmentRequest, context_window: int) -> None:
         """Begin ``request``'s segment; its prefix must extend the ids the row holds."""
         held = len(self.fed)
-        if tuple(request.prefix_ids[:held]) != tuple(self.fed) or len(request.prefix_ids) < held:
+        if tuple(request.prefix_ids[:held]) != tuple(self.fed):  # a shorter prefix fails this too
             raise ValueError(f"row {self.key!r}: the next segment's prefix does not extend the text it holds")
         budget = min(request.rule.tokens_needed, context_window - len(request.prefix_ids))
         if budget < 1:
@@ -165,9 +165,12 @@ class DecodingBatch:
         if 2 * gone >= len(self._rows):  # half the slots idle: worth one copy
             self._compact()
 
+    def _live_slots(self) -> list[int]:
+        return [slot for slot, row in enumerate(self._rows) if not row.gone]
+
     def _compact(self) -> None:
         """Drop the slots of rows that left (one copy of the rest) and the columns no row uses any more."""
-        keep = [slot for slot, row in enumerate(self._rows) if not row.gone]
+        keep = self._live_slots()
         if len(keep) == len(self._rows):
             return
         self._rows = [self._rows[slot] for slot in keep]
@@ -197,7 +200,7 @@ class DecodingBatch:
         joined = prefill(self.model, requests, reuse, self.pad_id)
         misses = sum(entry is None for _, entry in reuse)
         self.forward_passes += (misses > 0) + (misses < len(reuse))  # prefill() runs misses and hits apart
-        live = [slot for slot, row in enumerate(self._rows) if not row.gone]
+        live = self._live_slots()
         if not live:
             self._cache, self._mask, self._logits = concat([joined])  # in a cache that appends in place
         else:  # the batch is copied anyway: the slots of rows that left go in the same copy

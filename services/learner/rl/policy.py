@@ -115,10 +115,6 @@ class PolicySession:
     def running(self) -> int:
         return self._batch.running
 
-    @property
-    def forward_passes(self) -> int:
-        return self._batch.forward_passes
-
     async def step(
         self,
         join: Sequence[tuple[Hashable, SegmentRequest]] = (),

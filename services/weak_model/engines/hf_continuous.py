@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from services.common.batching import BATCH_SIZE, QUEUE_DEPTH
-from services.common.errors import NotReady, Overloaded
+from services.common.batching import BATCH_SIZE, QUEUE_DEPTH, admit
+from services.common.errors import NotReady
 from services.decoding.hf_batch import DecodingBatch, Generated
 from services.decoding.requests import SegmentRequest
 
@@ -111,11 +111,7 @@ class ContinuousDecoder:
         """Continuations of ``requests`` in order; all are admitted or none (Overloaded)."""
         if self._worker is None:
             raise NotReady(f"{self.name}: decoder is not running")
-        if len(self._waiting) + len(requests) > self.max_queue_size:
-            raise Overloaded(
-                f"{self.name}: {len(self._waiting)} requests waiting, {len(requests)} more would pass "
-                f"max_queue_size {self.max_queue_size}; retry later"
-            )
+        admit(self.name, len(self._waiting), len(requests), self.max_queue_size)
         loop = asyncio.get_running_loop()
         calls = [_Call(request, loop.create_future(), loop.time(), self._steps) for request in requests]
         self._waiting.extend(calls)
