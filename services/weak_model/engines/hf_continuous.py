@@ -5,10 +5,10 @@ With micro-batches, a batch decoded until its longest continuation ended: a one-
 running :class:`~services.decoding.hf_batch.DecodingBatch` within a few steps of its arrival (as vLLM schedules),
 its KV states prefilled from the prefix cache, and its call returns the step its continuation ends; the row leaves
 at the step after (its states to the prefix cache). An idle decoder waits ``max_delay_ms`` after a first request
-for others to start with it. At most ``max_rows`` rows decode together; beyond that,
-requests wait, and past ``max_queue_size`` waiting a call is refused at once (``RESOURCE_EXHAUSTED``). A call
-cancelled by its client leaves the batch at the next step. Each step holds the engine's model lock, so LogProbs
-batches run between steps.
+for others to start with it. At most ``max_rows`` rows decode together; beyond that, requests wait, and past
+``max_queue_size`` waiting a call is refused at once (``RESOURCE_EXHAUSTED``). A call cancelled by its client leaves
+the queue at once and the batch at the next step. Each step holds the engine's model lock, so LogProbs batches run
+between steps.
 """
 
 from __future__ import annotations
@@ -122,7 +122,15 @@ class ContinuousDecoder:
         except BaseException:
             for call in calls:  # one failed or the caller was cancelled: the others need not decode
                 call.future.cancel()
+            self._forget(calls)
             raise
+
+    def _forget(self, calls: list[_Call]) -> None:
+        """Take calls that no longer wait for a result out of the queue, so their slots admit others at once."""
+        gone = {id(call) for call in calls}
+        if any(id(call) in gone for call in self._waiting):
+            self._waiting = deque(call for call in self._waiting if id(call) not in gone)
+            self._depth.set(len(self._waiting))
 
     async def _run(self) -> None:
         batch = self._new_batch()

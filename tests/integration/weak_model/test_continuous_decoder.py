@@ -92,6 +92,25 @@ async def test_a_cancelled_call_leaves_the_batch(decoder: ContinuousDecoder, sha
     assert shared.rows_per_step[-1] <= 1  # the cancelled row did not ride along to the end
 
 
+async def test_a_call_cancelled_while_waiting_frees_its_queue_slot_at_once(
+    decoder: ContinuousDecoder, shared: Model
+) -> None:
+    decoding = [asyncio.ensure_future(decoder.submit_many([shared.request(150, seed)])) for seed in (11, 19)]
+    while decoder.decoding < 2:  # max_rows 2: from now on, requests wait
+        await asyncio.sleep(0.002)
+    waiting = asyncio.ensure_future(decoder.submit_many([shared.request(150, seed) for seed in (1, 2, 3)]))
+    await asyncio.sleep(0)
+    assert decoder.queue_depth == 3  # max_queue_size 3: full
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert decoder.queue_depth == 0
+    [generated] = await decoder.submit_many([shared.request(3)])  # admitted, not refused as Overloaded
+    assert 1 <= len(generated.token_ids) <= 3
+    for call in decoding:
+        call.cancel()
+
+
 async def test_a_failed_step_fails_its_calls_and_the_next_ones_are_served(
     decoder: ContinuousDecoder, shared: Model
 ) -> None:
