@@ -97,7 +97,11 @@ def measure_raw(
     from services.verifier.model import load_verifier
 
     model = load_verifier(
-        config.model, max_batch_size=config.max_batch_size, torch_threads=config.torch_threads, device=config.device
+        config.model,
+        max_batch_size=config.max_batch_size,
+        torch_threads=config.torch_threads,
+        device=config.device,
+        hf_worker="thread",  # raw: the forward passes in this process, nothing between them
     )
     batch = [pairs[i % len(pairs)] for i in range(config.max_batch_size)]
     reference = model.forward(pairs)  # also the warm-up
@@ -343,7 +347,8 @@ def bench_verifier(
     device: Annotated[str, typer.Option(help="auto (the GPU when torch sees one), cpu or cuda.")] = "auto",
     engine: Annotated[str, typer.Option(help="The service's engine (and the raw row's): hf or vllm.")] = "hf",
     hf_worker: Annotated[
-        str, typer.Option(help="The service's hf forward passes: thread (its process) or process (a child).")
+        str,
+        typer.Option(help="The service's hf forward passes: thread (its process), process (a child) or auto."),
     ] = DEFAULTS.hf_worker,
     vllm: Annotated[bool, typer.Option(help="Also measure vLLM's pooling server (/classify).")] = True,
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
@@ -364,9 +369,11 @@ def bench_verifier(
         hf_worker=hf_worker,
     )
     raw, rows = asyncio.run(run_bench(config))
+    from services.verifier.model import resolve_device, resolve_hf_worker
+
     title = (
         f"verifier throughput: {model.name}, engine {engine}"
-        + (f" ({hf_worker} worker)" if engine == "hf" else "")
+        + (f" ({resolve_hf_worker(hf_worker, resolve_device(device))} worker)" if engine == "hf" else "")
         + f", max_batch_size {max_batch_size}, "
         f"max_delay_ms {max_delay_ms:g}, {torch_threads} torch thread(s), {os.cpu_count()} CPUs"
     )

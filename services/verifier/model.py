@@ -235,6 +235,21 @@ def resolve_engine(engine: str) -> str:
     return "vllm"
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: the GPU when torch sees one, else the CPU; ``cpu`` and ``cuda`` as given."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_hf_worker(hf_worker: str, device: str) -> str:
+    """``auto``: the child process on the CPU (its forward passes never wait for the lock that gRPC's call handling
+    holds), the thread on a GPU (a child would hold a second CUDA context); ``thread`` and ``process`` as given."""
+    if hf_worker != "auto":
+        return hf_worker
+    return "process" if device == "cpu" else "thread"
+
+
 def load_verifier(
     path: Path,
     describe: Callable[[datetime], WeightsInfo] | None = None,
@@ -247,7 +262,7 @@ def load_verifier(
     device: str = "cpu",
     engine: str = "hf",
     vllm_gpu_memory_utilization: float = 0.4,
-    hf_worker: str = "thread",
+    hf_worker: str = "auto",
 ) -> VerifierModel:
     """Load ``path`` once (float32, no gradients) into a VerifierModel (not started yet), blocking.
 
@@ -257,7 +272,8 @@ def load_verifier(
     transformers model on ``device``: a torch device, or ``auto`` for the GPU when torch sees one), vllm (vLLM's
     pooling runner, on the platform vLLM finds; ``vllm_gpu_memory_utilization`` of the GPU, so that a hot swap's
     second engine fits beside the first), or auto (:func:`resolve_engine`). ``hf_worker``: where the hf engine's
-    forward passes run, a thread of this process or a child process of their own (:mod:`forward_process`).
+    forward passes run: a thread of this process, a child process of their own (:mod:`forward_process`), or auto
+    (:func:`resolve_hf_worker`).
     """
     hf_logging.disable_progress_bar()
     engine = resolve_engine(engine)
@@ -276,8 +292,8 @@ def load_verifier(
         make_scorer: Callable[[VerifierInput], RowScorer] = lambda _input: scorer  # noqa: E731
         log.info("loaded verifier %s with vLLM's pooling runner", path)
     elif engine == "hf":
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
+        hf_worker = resolve_hf_worker(hf_worker, device)
         if hf_worker == "process":
 
             def make_scorer(verifier_input: VerifierInput) -> RowScorer:
@@ -298,7 +314,7 @@ def load_verifier(
             )
             make_scorer = functools.partial(TorchScorer, model, torch_threads=torch_threads)
         else:
-            raise ValueError(f"unknown hf worker {hf_worker!r}: thread or process")
+            raise ValueError(f"unknown hf worker {hf_worker!r}: thread, process or auto")
     else:
         raise ValueError(f"unknown verifier engine {engine!r}: hf, vllm or auto")
     loaded_at = datetime.now(UTC)

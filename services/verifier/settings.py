@@ -39,11 +39,11 @@ class VerifierSettings(ServerSettings, ModelSourceSettings, TaskSettings):
     engine: Literal["auto", "hf", "vllm"] = "auto"
     """What runs the forward passes: hf (transformers, in this process), vllm (vLLM's pooling runner, its own
     engine-core process), auto (vllm on a GPU when vLLM is installed, else hf). Scores agree within 1e-4."""
-    hf_worker: Literal["thread", "process"] = "thread"
-    """Where the hf engine's forward passes run: a thread of the service's process, or a child process of their own
-    (the model never waits for the interpreter lock that gRPC's call handling holds: 1.6x the scores/s at 64
-    clients x 1 item on 2 CPU cores; but each loaded checkpoint starts its own process, so a hot swap takes seconds
-    longer)."""
+    hf_worker: Literal["auto", "thread", "process"] = "auto"
+    """Where the hf engine's forward passes run: a child process of their own (``process``: the model never waits for
+    the interpreter lock that gRPC's call handling holds, 1.6x the scores/s at 64 clients x 1 item on 2 CPU cores),
+    a thread of the service's process (``thread``), or ``auto``: the child on the CPU, the thread on a GPU (a child
+    would hold a second CUDA context, two during a hot swap)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the hf engine runs: ``auto`` is the GPU when torch sees one (weights in float32 either way)."""
     vllm_gpu_memory_utilization: float = Field(0.4, gt=0, le=0.95)

@@ -45,7 +45,7 @@ def test_forward_in_length_sorted_chunks_returns_each_score_in_request_order() -
     from services.verifier.scorers import FORWARD_ROWS
     from tests.integration.verifier.conftest import VERIFIER_MODEL
 
-    model = load_verifier(VERIFIER_MODEL)
+    model = load_verifier(VERIFIER_MODEL, hf_worker="thread")
     pairs = bench_pairs()[: 3 * FORWARD_ROWS + 5]  # chunks of mixed lengths, the last one partial
     alone = [model.forward([pair])[0] for pair in pairs]
     together = model.forward(pairs)

@@ -20,7 +20,7 @@ from tests.integration.verifier.conftest import VERIFIER_MODEL, exact_scores
 
 @pytest.fixture(scope="module")
 def in_thread():
-    return load_verifier(VERIFIER_MODEL)
+    return load_verifier(VERIFIER_MODEL, hf_worker="thread")
 
 
 async def test_the_child_scores_exactly_what_the_thread_scores(in_thread) -> None:
@@ -74,9 +74,9 @@ def test_a_checkpoint_the_child_cannot_load_fails_the_load_with_the_reason(tmp_p
         ProcessTorchScorer.start(tmp_path, pad_id=0, torch_threads=1, device="cpu")
 
 
-async def test_a_service_with_the_child_worker_scores_and_its_child_ends_with_it(start_server) -> None:
+async def test_a_service_on_the_cpu_scores_in_a_child_by_default_and_the_child_ends_with_it(start_server) -> None:
     pairs = bench_pairs()[:8]
-    server = await start_server(hf_worker="process", max_delay_ms=20.0)
+    server = await start_server(max_delay_ms=20.0)  # hf_worker auto: the child on the CPU
     items = [verifier_pb2.ScoreItem(problem=q, solution=s) for q, s in pairs]
     calls = [server.stub.Score(verifier_pb2.ScoreRequest(items=[item])) for item in items]
     replies = await asyncio.gather(*calls)

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 async def test_vllm_engine_scores_as_the_transformers_engine(start_server: VerifierFactory) -> None:
     pairs = bench_pairs()[:48]  # plain and jargon, right and wrong: distinct scores
-    reference = load_verifier(VERIFIER_MODEL, engine="hf")
+    reference = load_verifier(VERIFIER_MODEL, engine="hf", hf_worker="thread")
     want = reference.forward(pairs)
     server = await start_server(engine="vllm", http_reward="verifier")
     model = server.app.model

@@ -32,3 +32,12 @@ def test_task_and_reward_mode_from_the_environment(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValidationError) as info:
         VerifierSettings()
     assert info.value.errors()[0]["loc"] == ("http_reward",)
+
+
+def test_the_hf_worker_is_a_child_process_on_the_cpu_and_a_thread_on_a_gpu() -> None:
+    from services.verifier.model import resolve_hf_worker
+
+    assert VerifierSettings().hf_worker == "auto"
+    assert [resolve_hf_worker("auto", device) for device in ("cpu", "cuda")] == ["process", "thread"]
+    assert [resolve_hf_worker(worker, "cpu") for worker in ("thread", "process")] == ["thread", "process"]
+    assert [resolve_hf_worker(worker, "cuda") for worker in ("thread", "process")] == ["thread", "process"]
