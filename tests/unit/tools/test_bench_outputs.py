@@ -40,3 +40,17 @@ def test_weak_model_bench_table_and_plot(tmp_path: Path) -> None:
     assert list(printed.columns[-1].cells) == ["", "", "", "0.80", "1.00", "2.50"]
     draw(measured_run(), tmp_path / "weak.png", "bench")
     assert (tmp_path / "weak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ratio_labels_at_the_same_clients_are_pushed_apart_and_the_plot_is_written(tmp_path: Path) -> None:
+    from services.tools.bench_plots import Series, draw_throughput, spread
+
+    # Heights in points, in any order; each label at least 11 above the one below it, never lowered.
+    assert spread([10.0, 0.0, 10.5, 40.0], 11) == [0.0, 11.0, 22.0, 40.0]
+    assert spread([30.0, 0.0], 11) == [0.0, 30.0]
+    # Four series meeting at 64 clients, two pairs 1 % apart (as the verifier bench's rows), a long title.
+    series = [Series("a", [1, 64], [110, 700]), Series("b", [64], [859]), Series("c", [64], [745])]
+    path = tmp_path / "plot.png"
+    draw_throughput(path, "t " * 80, ("raw", 749.0), [*series, Series("d", [64], [866])], xlabel="x", ylabel="y",
+                    legend="lower right")  # fmt: skip
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
