@@ -1,8 +1,10 @@
 """Micro-batching of concurrent calls into one model call (Ray Serve's ``@serve.batch``, Triton's dynamic batcher).
 
-Callers ``await batcher.submit(item)``; one worker collects up to ``max_batch_size`` waiting items, or whatever
-arrived within ``max_delay_ms`` of the first, runs ONE call of the batch function and resolves each caller's
-future. Admission is bounded: past ``max_queue_size`` waiting items a submit raises :class:`Overloaded` at once.
+Callers ``await batcher.submit(item)``; one worker collects up to ``max_batch_size`` waiting items, runs ONE call
+of the batch function and resolves each caller's future. An idle model starts a batch at once; while another batch
+runs, items gather for up to ``max_delay_ms`` from the first one's arrival (or until the model is idle again), so a
+lone caller never waits for company that is not coming. Admission is bounded: past ``max_queue_size`` waiting items
+a submit raises :class:`Overloaded` at once.
 """
 
 from __future__ import annotations
@@ -145,10 +147,13 @@ class MicroBatcher(Generic[In, Out]):
             while not self._waiting:
                 self._arrived.clear()
                 await self._arrived.wait()
-            # The delay counts from the oldest waiting item's arrival, not from when the worker got free.
+            # Gather only while another batch keeps the model busy: waiting on an idle one would only delay. The
+            # delay counts from the oldest waiting item's arrival, not from when the worker got free.
             deadline = self._waiting[0].arrived + self.max_delay_s
-            while len(self._waiting) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
-                self._arrived.clear()
+            while (
+                self._running and len(self._waiting) < self.max_batch_size and (remaining := deadline - loop.time()) > 0
+            ):
+                self._arrived.clear()  # set by an arrival, and by a batch that finishes
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
             batch = [self._waiting.popleft() for _ in range(min(self.max_batch_size, len(self._waiting)))]
@@ -182,6 +187,7 @@ class MicroBatcher(Generic[In, Out]):
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._slots.release()
+        self._arrived.set()  # a worker gathering items re-checks whether the model is idle now
 
     @staticmethod
     def _fail(entries: list[_Waiting[In, Out]], error: BaseException) -> None:

@@ -255,7 +255,7 @@ def load_verifier(
     describe: Callable[[datetime], WeightsInfo] | None = None,
     *,
     max_batch_size: int = 64,
-    max_delay_ms: float = 5.0,
+    max_delay_ms: float = 0.0,
     max_queue_size: int = 1024,
     torch_threads: int = 1,
     prompts: Callable[[PreTrainedTokenizerBase], PromptFormat] | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from services.tasks.prompts import ChatTemplateMode, PromptFormat
 from services.tasks.toy_task import ToyTask
 from services.tasks.verifier_input import VerifierInput
 from services.verifier.app import VerifierApp, start_verifier
+from services.verifier.model import VerifierModel
 from services.verifier.settings import VerifierSettings
 from tests.support.running import QUICK, RunningService, ServiceGroup
 
@@ -30,6 +33,26 @@ def exact_scores(path: Path, pairs: Sequence[tuple[str, str]], chat_template: Ch
     encoder = VerifierInput(PromptFormat(ToyTask(), tokenizer, chat_template))
     with torch.no_grad():
         return [float(model(input_ids=torch.tensor([encoder.ids(q, s)])).logits[0, 0]) for q, s in pairs]
+
+
+@contextlib.contextmanager
+def model_held(model: VerifierModel) -> Iterator[asyncio.Event]:
+    """Every batch of ``model`` waits for the yielded event before its forward pass: the model stays busy, so calls
+    that arrive meanwhile gather in the queue (for ``max_delay_ms``) and "full" is a state, not a race."""
+    batcher = model._batcher
+    run_batch = batcher._batch_fn
+    go = asyncio.Event()
+
+    async def held(items: list[Any]) -> list[float]:
+        await go.wait()
+        return await run_batch(items)
+
+    batcher._batch_fn = held
+    try:
+        yield go
+    finally:
+        go.set()
+        batcher._batch_fn = run_batch
 
 
 RunningVerifier = RunningService[VerifierApp, verifier_pb2_grpc.VerifierServiceStub]

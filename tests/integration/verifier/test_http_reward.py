@@ -14,7 +14,7 @@ import pytest
 from services.common.genproto.legibility.v1 import verifier_pb2
 from services.tasks.styles import render
 from services.tasks.toy import format_prompt, generate
-from tests.integration.verifier.conftest import RunningVerifier, VerifierFactory
+from tests.integration.verifier.conftest import RunningVerifier, VerifierFactory, model_held
 
 PROBLEMS = generate("test", 6, seed=1)
 PAIRS = [(p.question, render(p, "plain")) for p in PROBLEMS]
@@ -118,16 +118,21 @@ async def test_bad_input_is_400_naming_the_field_then_still_serving(http_verifie
 
 
 async def test_full_queue_is_429_and_not_ready_is_503(start_server: VerifierFactory, session) -> None:
-    # A long batching delay holds admitted pairs in the queue, so "full" is a state, not a race.
-    verifier = await start_server(http_port=0, max_batch_size=64, max_delay_ms=1000, max_queue_size=2)
-    admitted = asyncio.ensure_future(post(session, verifier, openrlhf_body(PAIRS[:2])))
-    while verifier.app.model.queue_depth < 2:
-        await asyncio.sleep(0.01)
-    status, reply = await post(session, verifier, openrlhf_body(PAIRS[:1]))
-    assert status == 429, reply
-    assert "error" in reply
-    status, reply = await admitted
-    assert status == 200 and len(reply["rewards"]) == 2, reply
+    verifier = await start_server(http_port=0, max_batch_size=64, max_delay_ms=60_000, max_queue_size=2)
+    model = verifier.app.model
+    with model_held(model) as go:  # a first call holds the model; the next one's pairs fill the queue
+        first = asyncio.ensure_future(post(session, verifier, openrlhf_body(PAIRS[:1])))
+        while not model._batcher._running:
+            await asyncio.sleep(0.01)
+        admitted = asyncio.ensure_future(post(session, verifier, openrlhf_body(PAIRS[:2])))
+        while model.queue_depth < 2:
+            await asyncio.sleep(0.01)
+        status, reply = await post(session, verifier, openrlhf_body(PAIRS[:1]))
+        assert status == 429, reply
+        assert "error" in reply
+        go.set()
+        (status, reply), (first_status, _) = await asyncio.gather(admitted, first)
+    assert status == first_status == 200 and len(reply["rewards"]) == 2, reply
     status, reply = await post(session, verifier, openrlhf_body(PAIRS[:2]))
     assert status == 200, reply  # room again
     servicer = verifier.app.servicer

@@ -13,7 +13,7 @@ from services.tasks.prompts import PromptFormat
 from services.tasks.steps import Step, step_ends
 from services.tasks.toy_task import ToyTask
 from services.verifier.model import StepsItem, load_verifier
-from tests.integration.verifier.conftest import VERIFIER_MODEL
+from tests.integration.verifier.conftest import VERIFIER_MODEL, model_held
 
 PROBLEM = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?"
 SOLUTION = "4*7=28.\n28+3=31.\n#### 31"
@@ -72,11 +72,20 @@ async def test_score_steps_without_ends_follows_the_tasks_splitter() -> None:
 
 async def test_close_lets_calls_in_flight_finish_then_refuses_new_ones(loaded) -> None:
     await loaded.start()
-    in_flight = asyncio.ensure_future(loaded.score([(PROBLEM, SOLUTION)] * 3))  # waits out the 300 ms delay
-    await asyncio.sleep(0.05)
-    assert loaded.queue_depth == 3
-    await loaded.close()
-    assert in_flight.done() and len(in_flight.result()) == 3
+    with model_held(loaded) as go:
+        running = asyncio.ensure_future(loaded.score([(PROBLEM, SOLUTION)]))  # its batch holds the model
+        while not loaded._batcher._running:
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(loaded.score([(PROBLEM, SOLUTION)] * 3))  # gathers while the model is busy
+        while not loaded.queue_depth:
+            await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(loaded.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # waiting for both calls
+        go.set()
+        await closing
+    assert running.done() and len(running.result()) == 1
+    assert queued.done() and len(queued.result()) == 3
     with pytest.raises(NotReady) as info:
         await loaded.score([(PROBLEM, SOLUTION)])
     assert info.value.code == grpc.StatusCode.UNAVAILABLE

@@ -23,7 +23,7 @@ from services.common.weights import verified_weights
 from services.verifier import app as app_module
 from services.verifier.service import SERVICE_NAME
 from services.verifier.settings import VerifierSettings
-from tests.integration.verifier.conftest import VERIFIER_MODEL
+from tests.integration.verifier.conftest import VERIFIER_MODEL, model_held
 from tests.support.cli_server import cli_server
 from tests.support.prometheus import metric, scrape
 
@@ -46,22 +46,28 @@ async def health(verifier, service: str = SERVICE_NAME) -> int:
 
 
 async def test_overload_is_resource_exhausted_at_once_while_health_answers(start_server) -> None:
-    # A long batching delay holds admitted pairs in the queue, so "full" is a state, not a race.
-    verifier = await start_server(max_batch_size=64, max_delay_ms=1000, max_queue_size=4)
-    admitted = asyncio.ensure_future(verifier.stub.ScoreSteps(steps_request(1), timeout=10))  # 3 prefixes
-    admitted_too = asyncio.ensure_future(verifier.stub.Score(request(1), timeout=10))
-    while verifier.app.model.queue_depth < 4:
-        await asyncio.sleep(0.01)
-    overflows = [(verifier.raw_stub.Score, request(1)), (verifier.raw_stub.ScoreSteps, steps_request(1))]
-    for call, overflow in overflows:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call(overflow, timeout=10)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "max_queue_size 4" in info.value.details()
-    assert await health(verifier) == SERVING
-    assert await health(verifier, "") == SERVING
-    assert not admitted.done()  # refused and answered while the queue still held its 1,000 ms batch: nothing waited
-    steps, score = await asyncio.gather(admitted, admitted_too)
+    verifier = await start_server(max_batch_size=64, max_delay_ms=60_000, max_queue_size=4)
+    model = verifier.app.model
+    with model_held(model) as go:
+        # The first call's batch holds the model; the next ones gather in the queue while it is busy.
+        first = asyncio.ensure_future(verifier.stub.Score(request(1), timeout=30))
+        while not model._batcher._running:
+            await asyncio.sleep(0.01)
+        admitted = asyncio.ensure_future(verifier.stub.ScoreSteps(steps_request(1), timeout=30))  # 3 prefixes
+        admitted_too = asyncio.ensure_future(verifier.stub.Score(request(1), timeout=30))
+        while model.queue_depth < 4:
+            await asyncio.sleep(0.01)
+        overflows = [(verifier.raw_stub.Score, request(1)), (verifier.raw_stub.ScoreSteps, steps_request(1))]
+        for call, overflow in overflows:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(overflow, timeout=10)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_queue_size 4" in info.value.details()
+        assert await health(verifier) == SERVING
+        assert await health(verifier, "") == SERVING
+        assert not admitted.done()  # refused and answered while the queue was still full: nothing waited
+        go.set()  # the model is free: the gathered calls run at once, not after the 60-s delay
+        steps, score, _ = await asyncio.gather(admitted, admitted_too, first)
     assert steps.results[0].steps[-1].score == pytest.approx(score.results[0].score, abs=1e-4)
     assert len((await verifier.stub.Score(request(4), timeout=10)).results) == 4  # room again
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -57,17 +56,45 @@ async def test_concurrent_items_fill_batches_up_to_max_batch_size(make) -> None:
     assert sorted(i for b in fn.batches for i in b) == list(range(10))
 
 
-async def test_a_lone_item_waits_max_delay_and_late_arrivals_join_its_batch(make) -> None:
+async def test_an_idle_model_takes_a_lone_item_at_once(make) -> None:
     fn = Recorder()
-    batcher = make(fn, max_batch_size=8, max_delay_ms=300)
+    batcher = make(fn, max_batch_size=8, max_delay_ms=3_600_000)
     await batcher.start()
-    started = time.perf_counter()
-    first = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0.1)
-    second = asyncio.ensure_future(batcher.submit(2))
-    assert await asyncio.gather(first, second) == [10, 20]
-    assert time.perf_counter() - started >= 0.29  # never before max_delay (a clock tick of slack)
-    assert fn.batches == [[1, 2]]
+    # Nothing else runs: waiting for company would only delay it (the hour-long delay would trip the timeout).
+    assert await asyncio.wait_for(batcher.submit(1), timeout=60) == 10
+    assert fn.batches == [[1]]
+
+
+async def test_while_a_batch_runs_arrivals_gather_until_the_model_is_idle(make) -> None:
+    fn = Recorder()
+    fn.release.clear()
+    batcher = make(fn, max_batch_size=8, max_delay_ms=3_600_000, max_concurrent_batches=2)
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await fn.entered.wait()  # batch [0] holds the model; a second slot is free
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.05)
+    third = asyncio.ensure_future(batcher.submit(3))
+    await asyncio.sleep(0.05)
+    assert fn.batches == [[0]] and batcher.queue_depth == 3  # gathering while the model is busy
+    fn.release.set()  # [0] ends: the model is idle, the gathered items go at once (not after the hour)
+    assert await asyncio.wait_for(asyncio.gather(first, *later, third), timeout=60) == [0, 10, 20, 30]
+    assert fn.batches == [[0], [1, 2, 3]]
+
+
+async def test_while_a_batch_runs_the_next_one_goes_after_max_delay(make) -> None:
+    fn = Recorder()
+    fn.release.clear()
+    batcher = make(fn, max_batch_size=8, max_delay_ms=50, max_concurrent_batches=2)
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await fn.entered.wait()
+    second = asyncio.ensure_future(batcher.submit(1))
+    while len(fn.batches) < 2:  # [0] still holds the model: [1] goes once it has waited max_delay
+        await asyncio.sleep(0.01)
+    assert fn.batches == [[0], [1]] and not first.done()
+    fn.release.set()
+    assert await asyncio.gather(first, second) == [0, 10]
 
 
 async def test_a_full_batch_runs_without_waiting_for_the_delay(make) -> None:
