@@ -127,7 +127,10 @@ async def test_concurrent_calls_are_micro_batched_and_counted(start_server) -> N
     calls += [verifier.stub.ScoreSteps(steps_request(2), timeout=10) for _ in range(4)]
     results = await asyncio.gather(*calls)
     after = scrape(verifier.app.server.metrics_port)
-    assert len({r.results[0].score for r in results[:8]}) == 1
+    # The first call may run alone (an idle model takes a batch at once) and the rest together: the same pair
+    # scores the same in any batch, up to float rounding across batch shapes (6e-8 seen).
+    scores = [r.results[0].score for r in results[:8]]
+    assert max(scores) - min(scores) < 1e-5
 
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
