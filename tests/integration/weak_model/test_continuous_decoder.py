@@ -28,6 +28,8 @@ class Model:
         self.table = TokenTable.of_model(self.tokenizer, self.model)
         self.steps = 0
         self.rows_per_step: list[int] = []
+        self.dropped_at: list[int] = []
+        """The step numbers whose ``drop`` list was not empty."""
         self.fail_next = False
 
     def new_batch(self) -> DecodingBatch:
@@ -40,6 +42,8 @@ class Model:
         self, batch: DecodingBatch, join: list, leave: list[Hashable], drop: list[Hashable]
     ) -> list[tuple[Hashable, Generated]]:
         self.steps += 1
+        if drop:
+            self.dropped_at.append(self.steps)
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("the forward pass broke")
@@ -58,7 +62,7 @@ def shared() -> Model:
 
 @pytest.fixture
 async def decoder(shared: Model):
-    shared.fail_next, shared.rows_per_step = False, []
+    shared.fail_next, shared.rows_per_step, shared.dropped_at = False, [], []
     decoder = ContinuousDecoder("test.continue", shared.new_batch, shared.step, max_rows=2, max_queue_size=3)
     await decoder.start()
     yield decoder
@@ -85,7 +89,9 @@ async def test_a_cancelled_call_leaves_the_batch(decoder: ContinuousDecoder, sha
     cancelled_at = shared.steps
     while decoder.decoding > 1:
         await asyncio.sleep(0.002)
-    assert shared.steps - cancelled_at <= 2  # dropped at the next step, not decoded to its end
+    # Dropped at the step after the cancellation reaches the decoder, not decoded to its end (read from the steps
+    # themselves: how soon this loop notices depends on the machine's load).
+    assert shared.dropped_at and shared.dropped_at[0] <= cancelled_at + 2
     assert not kept.done()
     [generated] = await kept
     assert len(generated.token_ids) > 20
