@@ -25,7 +25,8 @@ from services.common.artifacts import ArtifactStore
 from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_VERIFIER, BUNDLED_WEAK
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
-from services.common.processes import LocalProcess, ServiceProcess, WorkerProcess, free_port
+from services.common.ports import free_port
+from services.common.processes import LocalProcess, ServiceProcess, WorkerProcess
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect

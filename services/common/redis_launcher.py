@@ -18,18 +18,12 @@ from types import TracebackType
 from typing import IO, Self
 from urllib.parse import quote
 
-HOST = "127.0.0.1"
+from services.common.ports import HOST, free_port
+
 _LOG_NAME = "redis.log"
 _CONF_NAME = "redis.conf"
 # An auto-picked port can be taken by someone else between our probe and redis binding it; try a few.
 _PORT_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _conf_quote(value: str) -> str:

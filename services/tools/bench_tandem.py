@@ -40,7 +40,8 @@ from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
 from services.common.client import open_channel
 from services.common.cpu_cores import available_cores, format_cores, halves, pin_to
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
-from services.common.processes import ServiceProcess, free_port
+from services.common.ports import free_port
+from services.common.processes import ServiceProcess
 from services.decoding.requests import SegmentRequest
 from services.learner.clients.segments import ContinuousSegmentWriter, Segment, SegmentSession, SegmentWriter
 from services.learner.clients.weak_model import WeakModelClient

@@ -38,7 +38,8 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_VERIFIER
-from services.common.processes import ServiceProcess, free_port
+from services.common.ports import free_port
+from services.common.processes import ServiceProcess
 from services.verifier.settings import VerifierSettings
 
 log = logging.getLogger(__name__)

@@ -158,7 +158,8 @@ async def measure_service(
 
     from services.common.client import open_channel
     from services.common.genproto.legibility.v1 import common_pb2, weak_model_pb2, weak_model_pb2_grpc
-    from services.common.processes import ServiceProcess, free_port
+    from services.common.ports import free_port
+    from services.common.processes import ServiceProcess
     from services.weak_model.service import SERVICE_NAME
 
     flags = ["--model-path", str(model), "--engine", engine, "--no-metrics-enabled", "--drain-delay-s", "0"]

@@ -33,7 +33,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.artifacts import ArtifactStore
 from services.common.bundled_models import BUNDLED_WEAK
-from services.common.redis_launcher import EmbeddedRedis, free_port
+from services.common.ports import free_port
+from services.common.redis_launcher import EmbeddedRedis
 from services.jobs.verifier_training.queue import RetrainQueue
 from services.jobs.verifier_training.requests import (
     PinnedSource,

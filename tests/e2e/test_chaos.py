@@ -25,7 +25,8 @@ from services.common.bundled_models import BUNDLED_VERIFIER
 from services.common.calls import call_until
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import verifier_pb2_grpc
-from services.common.processes import ServiceProcess, free_port
+from services.common.ports import free_port
+from services.common.processes import ServiceProcess
 from services.common.publish import publish_checkpoint
 from services.common.redis_launcher import EmbeddedRedis
 from services.common.registry import VersionRegistry, connect

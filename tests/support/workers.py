@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.common.processes import WorkerProcess, free_port
+from services.common.ports import free_port
+from services.common.processes import WorkerProcess
 
 
 class Workers:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from services.common.calls import ServiceCallFailed
-from services.common.processes import free_port
+from services.common.ports import free_port
 from services.learner.integrations.rewards import RewardClient
 from services.learner.integrations.settings import IntegrationSettings
 from services.tasks.styles import render

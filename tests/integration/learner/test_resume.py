@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import learner_pb2, learner_pb2_grpc
+from services.common.ports import free_port
 from services.learner.runs.state import load_state
 from tests.integration.learner.conftest import Dependencies, LearnerFactory, tiny_tandem, watch
 
@@ -95,12 +95,6 @@ async def _runs_report(port: int, runs_dir: Path, run_id: str, out: Path) -> sub
     return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _wait_serving(channel, deadline_s: float) -> None:  # type: ignore[no-untyped-def]
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + deadline_s
@@ -119,7 +113,7 @@ async def _wait_serving(channel, deadline_s: float) -> None:  # type: ignore[no-
 async def test_killed_learner_resumes_its_run_from_the_checkpoint(
     start_learner_server: LearnerFactory, dependencies: Dependencies, runs_dir: Path, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = os.environ | {
         "LEGIBILITY_PORT": str(port),
         "LEGIBILITY_METRICS_ENABLED": "false",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 from pathlib import Path
 
 import grpc
@@ -17,6 +16,7 @@ from services.common.client import open_channel
 from services.common.cpu_cores import available_cores
 from services.common.errors import ArtifactError
 from services.common.genproto.legibility.v1 import verifier_pb2, verifier_pb2_grpc
+from services.common.ports import free_port
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRegistry
 from services.common.weights import verified_weights
@@ -93,9 +93,7 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_weights_are
         return await verified_weights(settings)
 
     monkeypatch.setattr(app_module, "verified_weights", slow_weights)
-    with socket.socket() as probe:  # a free port known before start returns
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # known before start returns
     settings = VerifierSettings(port=port, metrics_enabled=False, drain_delay_s=0.0, model_path=VERIFIER_MODEL)
     starting = asyncio.ensure_future(app_module.start_verifier(settings))
     channel = open_channel(f"127.0.0.1:{port}")
