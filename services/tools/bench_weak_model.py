@@ -280,7 +280,7 @@ def draw(run: Run, path: Path, title: str) -> None:
         series,
         xlabel="concurrent clients (one item per Continue)",
         ylabel="tokens / s",
-        legend="upper left",
+        legend="lower right",
     )
 
 
