@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import itertools
 import time
 import urllib.request
@@ -64,7 +65,10 @@ class RolloutEngine:
         return final
 
     def shutdown(self) -> None:
-        self.llm.shutdown()
+        llm, self.llm = self.llm, None
+        llm.shutdown()
+        del llm
+        gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit (where it fails)
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,4 @@ def test_bench_tandem_agent_path_runs_openrlhfs_agent_over_a_vllm_policy(tmp_pat
     assert 0 < tandem["weak_computed_prefix_per_rollout"] < 0.6 * tandem["weak_prefix_tokens_per_rollout"]
     assert result["agent_tandem_over_solo"]["hf"] == pytest.approx(tandem["seconds"] / solo["seconds"])
     assert "tandem ÷ solo, openrlhf agent path, weak model on hf" in shown.stdout
+    assert "Traceback" not in shown.stderr  # the policy's AsyncLLM is shut down before exit, not in its __del__
