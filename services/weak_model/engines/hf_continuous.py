@@ -127,9 +127,9 @@ class ContinuousDecoder:
 
     def _forget(self, calls: list[_Call]) -> None:
         """Take calls that no longer wait for a result out of the queue, so their slots admit others at once."""
-        gone = {id(call) for call in calls}
-        if any(id(call) in gone for call in self._waiting):
-            self._waiting = deque(call for call in self._waiting if id(call) not in gone)
+        gone = set(calls)  # _Call compares by identity (eq=False)
+        if not gone.isdisjoint(self._waiting):
+            self._waiting = deque(call for call in self._waiting if call not in gone)
             self._depth.set(len(self._waiting))
 
     async def _run(self) -> None:

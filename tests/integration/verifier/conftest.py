@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +36,32 @@ def exact_scores(path: Path, pairs: Sequence[tuple[str, str]], chat_template: Ch
         return [float(model(input_ids=torch.tensor([encoder.ids(q, s)])).logits[0, 0]) for q, s in pairs]
 
 
+@dataclass(frozen=True)
+class Hold:
+    busy: asyncio.Event
+    """Set once a batch has reached the model (and waits there)."""
+    go: asyncio.Event
+    """Set it to let the held batches run."""
+
+
 @contextlib.contextmanager
-def model_held(model: VerifierModel) -> Iterator[asyncio.Event]:
-    """Every batch of ``model`` waits for the yielded event before its forward pass: the model stays busy, so calls
-    that arrive meanwhile gather in the queue (for ``max_delay_ms``) and "full" is a state, not a race."""
+def model_held(model: VerifierModel) -> Iterator[Hold]:
+    """Every batch of ``model`` waits for ``go`` before its forward pass: the model stays busy, so calls that
+    arrive meanwhile gather in the queue (for ``max_delay_ms``) and "full" is a state, not a race."""
     batcher = model._batcher
     run_batch = batcher._batch_fn
-    go = asyncio.Event()
+    hold = Hold(busy=asyncio.Event(), go=asyncio.Event())
 
     async def held(items: list[Any]) -> list[float]:
-        await go.wait()
+        hold.busy.set()
+        await hold.go.wait()
         return await run_batch(items)
 
     batcher._batch_fn = held
     try:
-        yield go
+        yield hold
     finally:
-        go.set()
+        hold.go.set()
         batcher._batch_fn = run_batch
 
 

@@ -120,17 +120,16 @@ async def test_bad_input_is_400_naming_the_field_then_still_serving(http_verifie
 async def test_full_queue_is_429_and_not_ready_is_503(start_server: VerifierFactory, session) -> None:
     verifier = await start_server(http_port=0, max_batch_size=64, max_delay_ms=60_000, max_queue_size=2)
     model = verifier.app.model
-    with model_held(model) as go:  # a first call holds the model; the next one's pairs fill the queue
+    with model_held(model) as hold:  # a first call holds the model; the next one's pairs fill the queue
         first = asyncio.ensure_future(post(session, verifier, openrlhf_body(PAIRS[:1])))
-        while not model._batcher._running:
-            await asyncio.sleep(0.01)
+        await hold.busy.wait()
         admitted = asyncio.ensure_future(post(session, verifier, openrlhf_body(PAIRS[:2])))
         while model.queue_depth < 2:
             await asyncio.sleep(0.01)
         status, reply = await post(session, verifier, openrlhf_body(PAIRS[:1]))
         assert status == 429, reply
         assert "error" in reply
-        go.set()
+        hold.go.set()
         (status, reply), (first_status, _) = await asyncio.gather(admitted, first)
     assert status == first_status == 200 and len(reply["rewards"]) == 2, reply
     status, reply = await post(session, verifier, openrlhf_body(PAIRS[:2]))

@@ -72,17 +72,16 @@ async def test_score_steps_without_ends_follows_the_tasks_splitter() -> None:
 
 async def test_close_lets_calls_in_flight_finish_then_refuses_new_ones(loaded) -> None:
     await loaded.start()
-    with model_held(loaded) as go:
+    with model_held(loaded) as hold:
         running = asyncio.ensure_future(loaded.score([(PROBLEM, SOLUTION)]))  # its batch holds the model
-        while not loaded._batcher._running:
-            await asyncio.sleep(0.01)
+        await hold.busy.wait()
         queued = asyncio.ensure_future(loaded.score([(PROBLEM, SOLUTION)] * 3))  # gathers while the model is busy
         while not loaded.queue_depth:
             await asyncio.sleep(0.01)
         closing = asyncio.ensure_future(loaded.close())
         await asyncio.sleep(0.05)
         assert not closing.done()  # waiting for both calls
-        go.set()
+        hold.go.set()
         await closing
     assert running.done() and len(running.result()) == 1
     assert queued.done() and len(queued.result()) == 3

@@ -48,11 +48,10 @@ async def health(verifier, service: str = SERVICE_NAME) -> int:
 async def test_overload_is_resource_exhausted_at_once_while_health_answers(start_server) -> None:
     verifier = await start_server(max_batch_size=64, max_delay_ms=60_000, max_queue_size=4)
     model = verifier.app.model
-    with model_held(model) as go:
+    with model_held(model) as hold:
         # The first call's batch holds the model; the next ones gather in the queue while it is busy.
         first = asyncio.ensure_future(verifier.stub.Score(request(1), timeout=30))
-        while not model._batcher._running:
-            await asyncio.sleep(0.01)
+        await hold.busy.wait()
         admitted = asyncio.ensure_future(verifier.stub.ScoreSteps(steps_request(1), timeout=30))  # 3 prefixes
         admitted_too = asyncio.ensure_future(verifier.stub.Score(request(1), timeout=30))
         while model.queue_depth < 4:
@@ -66,7 +65,7 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(start
         assert await health(verifier) == SERVING
         assert await health(verifier, "") == SERVING
         assert not admitted.done()  # refused and answered while the queue was still full: nothing waited
-        go.set()  # the model is free: the gathered calls run at once, not after the 60-s delay
+        hold.go.set()  # the model is free: the gathered calls run at once, not after the 60-s delay
         steps, score, _ = await asyncio.gather(admitted, admitted_too, first)
     assert steps.results[0].steps[-1].score == pytest.approx(score.results[0].score, abs=1e-4)
     assert len((await verifier.stub.Score(request(4), timeout=10)).results) == 4  # room again

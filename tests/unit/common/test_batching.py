@@ -46,6 +46,19 @@ async def make() -> AsyncIterator[Callable[..., MicroBatcher[int, int]]]:
         await batcher.stop()
 
 
+async def busy(
+    make: Callable[..., MicroBatcher[int, int]], **knobs: float
+) -> tuple[Recorder, MicroBatcher[int, int], asyncio.Future[int]]:
+    """A started batcher whose first batch, [0], is in the batch function and held there until ``fn.release``."""
+    fn = Recorder()
+    fn.release.clear()
+    batcher = make(fn, **knobs)
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await fn.entered.wait()
+    return fn, batcher, first
+
+
 async def test_concurrent_items_fill_batches_up_to_max_batch_size(make) -> None:
     fn = Recorder()
     batcher = make(fn, max_batch_size=4, max_delay_ms=50)
@@ -66,12 +79,8 @@ async def test_an_idle_model_takes_a_lone_item_at_once(make) -> None:
 
 
 async def test_while_a_batch_runs_arrivals_gather_until_the_model_is_idle(make) -> None:
-    fn = Recorder()
-    fn.release.clear()
-    batcher = make(fn, max_batch_size=8, max_delay_ms=3_600_000, max_concurrent_batches=2)
-    await batcher.start()
-    first = asyncio.ensure_future(batcher.submit(0))
-    await fn.entered.wait()  # batch [0] holds the model; a second slot is free
+    # Batch [0] holds the model; a second slot is free.
+    fn, batcher, first = await busy(make, max_batch_size=8, max_delay_ms=3_600_000, max_concurrent_batches=2)
     later = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
     await asyncio.sleep(0.05)
     third = asyncio.ensure_future(batcher.submit(3))
@@ -83,12 +92,7 @@ async def test_while_a_batch_runs_arrivals_gather_until_the_model_is_idle(make) 
 
 
 async def test_while_a_batch_runs_the_next_one_goes_after_max_delay(make) -> None:
-    fn = Recorder()
-    fn.release.clear()
-    batcher = make(fn, max_batch_size=8, max_delay_ms=50, max_concurrent_batches=2)
-    await batcher.start()
-    first = asyncio.ensure_future(batcher.submit(0))
-    await fn.entered.wait()
+    fn, batcher, first = await busy(make, max_batch_size=8, max_delay_ms=50, max_concurrent_batches=2)
     second = asyncio.ensure_future(batcher.submit(1))
     while len(fn.batches) < 2:  # [0] still holds the model: [1] goes once it has waited max_delay
         await asyncio.sleep(0.01)
@@ -107,12 +111,8 @@ async def test_a_full_batch_runs_without_waiting_for_the_delay(make) -> None:
 
 
 async def test_overload_at_exactly_max_queue_size(make) -> None:
-    fn = Recorder()
-    fn.release.clear()
-    batcher = make(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=3)
-    await batcher.start()
-    running = asyncio.ensure_future(batcher.submit(0))
-    await fn.entered.wait()  # item 0 is in the batch function, no longer queued
+    # Item 0 is in the batch function, no longer queued.
+    fn, batcher, running = await busy(make, max_batch_size=1, max_delay_ms=0, max_queue_size=3)
     queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
     await asyncio.sleep(0)
     assert batcher.queue_depth == 3
@@ -125,12 +125,7 @@ async def test_overload_at_exactly_max_queue_size(make) -> None:
 
 
 async def test_submit_many_is_admitted_whole_or_not_at_all(make) -> None:
-    fn = Recorder()
-    fn.release.clear()
-    batcher = make(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=3)
-    await batcher.start()
-    running = asyncio.ensure_future(batcher.submit(0))
-    await fn.entered.wait()
+    fn, batcher, running = await busy(make, max_batch_size=1, max_delay_ms=0, max_queue_size=3)
     two = asyncio.ensure_future(batcher.submit_many([1, 2]))
     await asyncio.sleep(0)
     with pytest.raises(Overloaded):
@@ -166,12 +161,7 @@ async def test_wrong_number_of_results_fails_the_batch(make) -> None:
 
 
 async def test_a_caller_cancelled_while_queued_is_skipped(make) -> None:
-    fn = Recorder()
-    fn.release.clear()
-    batcher = make(fn, max_batch_size=4, max_delay_ms=0, max_queue_size=4)
-    await batcher.start()
-    running = asyncio.ensure_future(batcher.submit(0))
-    await fn.entered.wait()
+    fn, batcher, running = await busy(make, max_batch_size=4, max_delay_ms=0, max_queue_size=4)
     keep = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 3)]
     dropped = asyncio.ensure_future(batcher.submit(2))
     await asyncio.sleep(0)
@@ -186,12 +176,7 @@ async def test_a_caller_cancelled_while_queued_is_skipped(make) -> None:
 
 
 async def test_stop_fails_waiting_and_running_items_with_not_ready(make) -> None:
-    fn = Recorder()
-    fn.release.clear()
-    batcher = make(fn, max_batch_size=1, max_delay_ms=0)
-    await batcher.start()
-    running = asyncio.ensure_future(batcher.submit(0))
-    await fn.entered.wait()
+    _, batcher, running = await busy(make, max_batch_size=1, max_delay_ms=0)
     waiting = asyncio.ensure_future(batcher.submit(1))
     await asyncio.sleep(0)
     await batcher.stop()
