@@ -37,6 +37,8 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_VERSION = 2**53
 
 _BACKOFF_BASE_S = 0.1
+PUBSUB_CLOSE_TIMEOUT_S = 5.0
+"""Longest wait for a pub/sub to close before its connection is dropped (see ``_close_quietly``)."""
 _BACKOFF_CAP_S = 2.0
 
 
@@ -317,8 +319,14 @@ class VersionRegistry:
 
 
 async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
-    """Close a pub/sub; shielded so a second cancellation cannot leave its connection half-released."""
+    """Close a pub/sub; shielded so a second cancellation cannot leave its connection half-released, and bounded:
+    redis-py's ``PubSub.aclose`` can wait forever for the socket to close (redis/redis-py#3941), which would hang
+    whoever stops the watch (a verifier's shutdown). Past the bound the connection is dropped without waiting."""
     try:
-        await asyncio.shield(pubsub.aclose())
+        await asyncio.wait_for(asyncio.shield(pubsub.aclose()), PUBSUB_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("closing pub/sub took over %.0f s; dropping its connection", PUBSUB_CLOSE_TIMEOUT_S)
+        if pubsub.connection is not None:
+            await pubsub.connection.disconnect(nowait=True)
     except (RedisError, OSError) as exc:
         log.debug("closing pub/sub failed: %s", exc)
