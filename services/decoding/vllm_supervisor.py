@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Counter
+
+from services.decoding.vllm_shutdown import shut_down
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +52,6 @@ def is_dead(llm: Any) -> bool:
     """vLLM's own flag, or an engine-core process that has exited: vLLM's monitor thread sets the flag only after
     it has shut the rest down (most of a second), the process check sees the exit at the next poll."""
     return bool(llm.errored) or any(not process.is_alive() for process in engine_processes(llm))
-
-
-def _shutdown(llm: Any, *, collect: bool) -> None:
-    """Best-effort shutdown of an AsyncLLM (its processes may already be gone).
-
-    ``collect``: run the garbage collector now, so ``AsyncLLM.__del__`` (which shuts down again) runs here rather
-    than at interpreter exit. Not on the restart path: a full collection holds the GIL for most of a second, and
-    the event loop must keep answering health checks (NOT_SERVING) meanwhile.
-    """
-    try:
-        llm.shutdown()
-    except Exception:  # a dead engine may fail its own cleanup; nothing is left to save
-        log.debug("shutting down a dead vLLM engine raised", exc_info=True)
-    del llm
-    if collect:
-        gc.collect()
 
 
 class EngineSupervisor:
@@ -127,7 +112,7 @@ class EngineSupervisor:
                     await task
         llm, self.llm = self.llm, None
         if llm is not None:
-            await asyncio.to_thread(_shutdown, llm, collect=True)
+            await shut_down(llm, collect=True)
 
     def report_dead(self, llm: Any, reason: str) -> None:
         """A caller saw ``llm`` die (EngineDeadError): start the failure path now, not at the next poll."""
@@ -157,7 +142,7 @@ class EngineSupervisor:
         ENGINE_FAILURES.labels(self.name).inc()
         log.error("%s: vLLM engine died (%s); health NOT_SERVING, restarting", self.name, reason)
         if dead is not None:
-            await asyncio.to_thread(_shutdown, dead, collect=False)
+            await shut_down(dead)
         for attempt in range(1, self.max_restarts + 1):
             delay = self.backoff_s * 2 ** (attempt - 1)
             log.info("%s: restart %d of %d in %.1f s", self.name, attempt, self.max_restarts, delay)
@@ -171,7 +156,7 @@ class EngineSupervisor:
                 log.error("%s: restart %d failed: %s", self.name, attempt, error)
                 continue
             if self._closed:
-                await asyncio.to_thread(_shutdown, llm, collect=True)
+                await shut_down(llm, collect=True)
                 return
             self.llm = llm
             ENGINE_RESTARTS.labels(self.name, "ok").inc()

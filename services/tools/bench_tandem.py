@@ -409,7 +409,7 @@ async def run_bench(
             )
     finally:
         if setup is not None:
-            setup.engine.shutdown()
+            await setup.engine.shutdown()
     return result
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.decoding.vllm_shutdown import shut_down
 from services.learner.integrations.settings import IntegrationSettings
 from services.learner.integrations.tandem_agent import TandemAgent
 from services.learner.rl.schedule import HandoffSchedule
@@ -64,9 +65,9 @@ class RolloutEngine:
         self.computed_prefix_tokens += len(prompt_token_ids) - (final.num_cached_tokens or 0)
         return final
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
         llm, self.llm = self.llm, None
-        llm.shutdown()
+        await shut_down(llm)
         del llm
         gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit (where it fails)
 

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_WEAK
+from services.decoding.vllm_shutdown import shut_down
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ async def measure_raw(
             label = f"raw AsyncLLM, {_clients(clients)}"
             rows.append(await _level(label, RAW, one, prompts, clients, requests, duration))
     finally:
-        llm.shutdown()
+        await shut_down(llm)
         llm = None
         gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit
     return rows

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from services.decoding.vllm_shutdown import shut_down
 from services.tasks.verifier_input import VerifierInput, pad_rows, readout_logits
 
 log = logging.getLogger(__name__)
@@ -173,4 +174,4 @@ class VllmScorer:
     async def close(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
-            await asyncio.to_thread(llm.shutdown)
+            await shut_down(llm)
