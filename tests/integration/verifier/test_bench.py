@@ -39,14 +39,16 @@ def test_a_skipped_row_prints_its_reason() -> None:
 
 
 def test_forward_in_length_sorted_chunks_returns_each_score_in_request_order() -> None:
-    """model.forward splits a micro-batch into chunks of FORWARD_ROWS (the speed-up the bench measured)."""
+    """model.forward splits a micro-batch into length-sorted chunks (the speed-up the bench measured)."""
     from services.tools.bench_verifier import bench_pairs
     from services.verifier.model import load_verifier
-    from services.verifier.scorers import FORWARD_ROWS
+    from services.verifier.scorers import FORWARD_TOKENS, length_chunks
     from tests.integration.verifier.conftest import VERIFIER_MODEL
 
     model = load_verifier(VERIFIER_MODEL, hf_worker="thread")
-    pairs = bench_pairs()[: 3 * FORWARD_ROWS + 5]  # chunks of mixed lengths, the last one partial
+    pairs = bench_pairs()[:29]  # chunks of mixed lengths and counts
+    lengths = [len(model.verifier_input.ids(*pair)) for pair in pairs]
+    assert len({len(c) for c in length_chunks(lengths, FORWARD_TOKENS["cpu"])}) == 2  # 7 and 8 rows: 4 chunks
     alone = [model.forward([pair])[0] for pair in pairs]
     together = model.forward(pairs)
     assert together == pytest.approx(alone, abs=1e-5)
