@@ -61,9 +61,9 @@ echo "GPU: $(cat "$OUT/gpu.txt")" > "$OUT/summary.txt"
 bench weak-model 120 legibility bench weak-model --model "$CKPT/causal" --requests 512 --duration 10 \
   --json-out "$OUT/weak-model.json" --png "$OUT/weak-model.png"
 bench verifier-hf 150 legibility bench verifier --model "$CKPT/classifier" --engine hf --device cuda --duration 10 \
-  --no-vllm --json-out "$OUT/verifier-hf.json" --png "$OUT/verifier-hf.png"
+  --requests 4000 --no-vllm --json-out "$OUT/verifier-hf.json" --png "$OUT/verifier-hf.png"
 bench verifier-vllm 180 legibility bench verifier --model "$CKPT/classifier" --engine vllm --duration 10 \
-  --json-out "$OUT/verifier-vllm.json" --png "$OUT/verifier-vllm.png"
+  --requests 4000 --json-out "$OUT/verifier-vllm.json" --png "$OUT/verifier-vllm.png"
 # With the agent path: its policy engine and the weak-model service's vLLM engine take 0.4 of the GPU each.
 bench tandem 150 legibility bench tandem --repeats 3 \
   --json-out "$OUT/tandem.json" --png "$OUT/tandem.png"

@@ -14,12 +14,15 @@ On the same checkpoint and the same pairs (the load generator's toy problems, pl
    worker extension.
 
 Scores per second, the ratio to raw and to vLLM's /classify at the same load side by side. Engines run one after
-the other, never two on the CPU at once; each level is bounded by ``--requests`` and ``--duration``.
+the other, never two on the CPU at once. Each level runs ``--duration`` seconds (or until ``--requests`` calls, when
+given) after WARMUP_CALLS calls per client that are not counted: the service's and vLLM's levels start with their
+connections open and their batches in their steady shape, as raw does after its warm-up batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,6 +49,10 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = VerifierSettings()
 POOL_SIZE = 64
+WARMUP_CALLS = 4
+"""Calls per client before a service or /classify level is measured. Without them a level of 4,000 calls at 64 x 1
+(~4 s here) counted opening 64 connections and the batches' first shapes: 0.81 of raw in one run where 12-s
+steady-state loads gave 0.95-0.97."""
 """Distinct pairs, cycled: the load generator's pool for batch sizes up to 16."""
 START_TIMEOUT_S = 180.0
 
@@ -67,8 +74,8 @@ class BenchConfig:
     levels: tuple[tuple[int, int], ...] = ((1, 1), (8, 1), (64, 1), (64, 8))
     """(clients, items per request) for the service."""
     vllm_levels: tuple[tuple[int, int], ...] = ((64, 1), (64, 8))
-    requests: int = 4000
-    """Most requests per level."""
+    requests: int | None = None
+    """Most requests per level (raw: 8x as many rows); None: each level runs duration_s."""
     duration_s: float = 20.0
     """Most seconds per level."""
     max_batch_size: int = DEFAULTS.max_batch_size
@@ -91,7 +98,7 @@ def bench_pairs(seed: int = 0) -> list[tuple[str, str]]:
 
 
 def measure_raw(
-    config: BenchConfig, pairs: list[tuple[str, str]], total: int
+    config: BenchConfig, pairs: list[tuple[str, str]], total: float
 ) -> tuple[Row, list[float], list[list[int]]]:
     """In-process forward passes of ``max_batch_size`` pairs; also the scores and token ids of ``pairs`` (what vLLM
     is given and checked against)."""
@@ -162,7 +169,12 @@ async def _service_row(target: str, config: BenchConfig, clients: int, items: in
     from services.tools.loadtest_verifier import LoadConfig, run_loadtest
 
     load = LoadConfig(
-        target=target, requests=config.requests, duration_s=config.duration_s, concurrency=clients, batch_size=items
+        target=target,
+        requests=config.requests,
+        duration_s=config.duration_s,
+        concurrency=clients,
+        batch_size=items,
+        warmup_calls=WARMUP_CALLS,
     )
     report = await run_loadtest(load)
     log.info("service %d x %d: %.0f scores/s", clients, items, report.items_per_s)
@@ -227,17 +239,29 @@ async def measure_vllm(config: BenchConfig, texts: list[list[int]], reference: l
 async def _drive(
     classify, texts: list[list[int]], clients: int, items: int, config: BenchConfig
 ) -> tuple[int, int, float]:
-    """``clients`` loops share ``config.requests`` calls of ``items`` texts, stopping after ``config.duration_s``."""
+    """``clients`` loops share ``config.requests`` calls of ``items`` texts (if set), stopping after
+    ``config.duration_s``; each loop's first WARMUP_CALLS calls are not counted."""
+
+    def request(index: int) -> list[list[int]]:
+        return [texts[(index * items + k) % len(texts)] for k in range(items)]
+
+    async def warm(first: int) -> None:
+        for index in range(first, first + WARMUP_CALLS):
+            with contextlib.suppress(Exception):
+                await classify(request(index))
+
+    await asyncio.gather(*(warm(c * WARMUP_CALLS) for c in range(clients)))
+    limit = math.inf if config.requests is None else config.requests
     counts = {"sent": 0, "ok": 0, "failed": 0}
     started = time.perf_counter()
     end = started + config.duration_s
 
     async def client() -> None:
-        while counts["sent"] < config.requests and time.perf_counter() < end:
+        while counts["sent"] < limit and time.perf_counter() < end:
             index = counts["sent"]
             counts["sent"] += 1
             try:
-                await classify([texts[(index * items + k) % len(texts)] for k in range(items)])
+                await classify(request(index))
                 counts["ok"] += 1
             except Exception:
                 counts["failed"] += 1
@@ -246,7 +270,7 @@ async def _drive(
     return counts["ok"], counts["failed"], time.perf_counter() - started
 
 
-async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total: int) -> Row:
+async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total: float) -> Row:
     """The vllm engine alone: AsyncLLM (pooling runner) in this process, ``max_batch_size`` rows at a time."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -277,9 +301,10 @@ async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total:
 async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
     """Raw, then the service, then vLLM (a failure to start it becomes a skipped row)."""
     pairs = bench_pairs()
-    raw, reference, encoded = await asyncio.to_thread(measure_raw, config, pairs, config.requests * 8)
+    total = math.inf if config.requests is None else config.requests * 8
+    raw, reference, encoded = await asyncio.to_thread(measure_raw, config, pairs, total)
     if config.engine == "vllm":
-        raw = await measure_raw_vllm(config, encoded, config.requests * 8)
+        raw = await measure_raw_vllm(config, encoded, total)
     rows = await measure_service(config)
     if config.vllm:
         try:
@@ -340,7 +365,9 @@ def table(raw: Row, rows: list[Row], title: str) -> Table:
 
 def bench_verifier(
     model: Annotated[Path, typer.Option(help="Checkpoint directory (transformers format).")] = BUNDLED_VERIFIER,
-    requests: Annotated[int, typer.Option(min=1, help="Most requests per level (raw: 8x as many pairs).")] = 4000,
+    requests: Annotated[
+        int | None, typer.Option(min=1, help="Most requests per level (raw: 8x as many pairs); default: no cap.")
+    ] = None,
     duration: Annotated[float, typer.Option(min=0.1, help="Most seconds per level (a level stops after it).")] = 20.0,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass (raw and service).")] = 64,
     max_delay_ms: Annotated[float, typer.Option(min=0, help="The service's batching delay.")] = DEFAULTS.max_delay_ms,
@@ -357,6 +384,7 @@ def bench_verifier(
 ) -> None:
     """Scores/s of raw forward passes vs the verifier service at 1, 8 and 64 clients, and vLLM's /classify."""
     logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the raw row's vllm engine logs in this process
     config = BenchConfig(
         model=model,
         requests=requests,

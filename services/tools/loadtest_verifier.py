@@ -1,6 +1,7 @@
 """``legibility loadtest verifier``: a bounded load generator against any verifier, over gRPC Score or HTTP /get_reward.
 
-``--concurrency`` workers share a request budget (``--requests``) and a clock (``--duration``), whichever ends first.
+``--concurrency`` workers share a request budget (``--requests``) and a clock (``--duration``), whichever ends first,
+after ``--warmup`` calls each that are not counted (connections open, the service's batches in their steady shape).
 Payloads are toy test problems with plain or jargon solutions, half of them carrying a mistake, drawn from ``--seed``.
 Every call is recorded, failures by status code, never raised; the report gives throughput, latency percentiles
 over successful calls and the model versions seen. With ``--publish-checkpoint`` a checkpoint is published as the
@@ -10,6 +11,7 @@ next registry version mid-run, and the report says how long the first response f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -52,6 +54,8 @@ class LoadConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     artifact_root: Path = Path("runs/artifacts")
     model_name: str = "verifier"
+    warmup_calls: int = 0
+    """Calls per worker before the clock and the budget start; their results and failures are not counted."""
     progress: bool = False
     """Show a rich progress bar (the CLI does; tests do not)."""
 
@@ -69,6 +73,8 @@ class LoadConfig:
         for option, value in (("--concurrency", self.concurrency), ("--batch-size", self.batch_size)):
             if value < 1:
                 raise ValueError(f"{option} must be >= 1, got {value}")
+        if self.warmup_calls < 0:
+            raise ValueError(f"--warmup must be >= 0 calls per worker, got {self.warmup_calls}")
         if not self.deadline_s > 0:
             raise ValueError(f"--deadline must be > 0 seconds, got {self.deadline_s}")
         if self.min_version < 0:
@@ -307,6 +313,10 @@ async def run_loadtest(config: LoadConfig) -> LoadReport:
             responses.append(Response(begin - started, now - started, version, items))
 
     async with caller:
+        if config.warmup_calls:
+            await _warm_up(caller, pool, config)
+            started = time.perf_counter()
+            end = started + config.duration_s if config.duration_s is not None else math.inf
         publisher = asyncio.create_task(_publish(config, swap, started)) if swap is not None else None
         workers = asyncio.gather(*(worker() for _ in range(config.concurrency)))
         try:
@@ -321,6 +331,18 @@ async def run_loadtest(config: LoadConfig) -> LoadReport:
                 await asyncio.gather(publisher, return_exceptions=True)
     duration = time.perf_counter() - started
     return _report(config, responses, latencies, errors, failures_at, duration, swap)
+
+
+async def _warm_up(caller: _Caller, pool: list[tuple[str, str, int]], config: LoadConfig) -> None:
+    """``config.warmup_calls`` calls from each of ``config.concurrency`` workers; results and failures dropped."""
+
+    async def worker(first: int) -> None:
+        for index in range(first, first + config.warmup_calls):
+            batch = [pool[(index * config.batch_size + k) % len(pool)] for k in range(config.batch_size)]
+            with contextlib.suppress(Exception):  # the measured run counts failures; a warm-up only warms
+                await caller.call(batch)
+
+    await asyncio.gather(*(worker(w * config.warmup_calls) for w in range(config.concurrency)))
 
 
 async def _with_progress(workers: Any, config: LoadConfig, started: float, sent: Any) -> None:
@@ -425,6 +447,7 @@ def loadtest_verifier(
         "runs/artifacts"
     ),
     model_name: Annotated[str, typer.Option(help="Registry name to publish under.")] = "verifier",
+    warmup: Annotated[int, typer.Option(help="Calls per worker before measuring (not counted).")] = 0,
     json_out: Annotated[Path | None, typer.Option(help="Also write the report here as JSON.")] = None,
 ) -> None:
     """Bounded load on a verifier (gRPC Score or HTTP /get_reward): throughput, latency, errors, versions seen."""
@@ -445,6 +468,7 @@ def loadtest_verifier(
             redis_url=redis_url,
             artifact_root=artifact_root,
             model_name=model_name,
+            warmup_calls=warmup,
             progress=True,
         )
     except ValueError as exc:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from services.common.artifacts import ArtifactStore
@@ -38,6 +39,19 @@ async def test_count_bounded_grpc_run_scores_every_item_on_version_0(start_serve
     report = await run_loadtest(config)
     assert_clean_count_bounded_run(report, 0)  # a checkpoint loaded from a path reports version 0
     assert report.first_seen_s[0] > 0
+
+
+async def test_warmup_calls_reach_the_server_but_not_the_report(start_server: VerifierFactory) -> None:
+    verifier = await start_server()
+
+    def scored() -> float:
+        return REGISTRY.get_sample_value("legibility_verifier_items_total", {"rpc": "Score"}) or 0.0
+
+    before = scored()
+    config = LoadConfig(target=grpc_target(verifier), requests=10, concurrency=3, batch_size=2, warmup_calls=4)
+    report = await run_loadtest(config)
+    assert (report.requests_ok, report.items_scored, report.versions) == (10, 20, {0: 10})
+    assert scored() - before == (10 + 3 * 4) * 2  # 4 warm-up calls from each of 3 workers, 2 items each
 
 
 async def test_http_route_run_reads_the_version_from_extra_logs(start_server: VerifierFactory) -> None:
@@ -101,6 +115,7 @@ async def test_mid_run_publish_swaps_with_no_failed_call(
         ({"requests": 0}, "--requests"),
         ({"duration_s": -1.0}, "--duration"),
         ({"requests": 10, "batch_size": 0}, "--batch-size"),
+        ({"requests": 10, "warmup_calls": -1}, "--warmup"),
         ({"duration_s": 2.0, "publish_checkpoint": VERIFIER_MODEL, "publish_after_s": 3.0}, "--publish-after"),
     ],
 )
