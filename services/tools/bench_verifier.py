@@ -49,11 +49,11 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = VerifierSettings()
 POOL_SIZE = 64
+"""Distinct pairs, cycled: the load generator's pool for batch sizes up to 16."""
 WARMUP_CALLS = 4
 """Calls per client before a service or /classify level is measured. Without them a level of 4,000 calls at 64 x 1
 (~4 s here) counted opening 64 connections and the batches' first shapes: 0.81 of raw in one run where 12-s
 steady-state loads gave 0.95-0.97."""
-"""Distinct pairs, cycled: the load generator's pool for batch sizes up to 16."""
 START_TIMEOUT_S = 180.0
 
 
