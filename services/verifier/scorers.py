@@ -69,8 +69,8 @@ def length_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Row indices sorted by length, cut into as few chunks of equal row count (within one) as hold about
     ``max_tokens`` tokens each: ``ceil(sum(lengths) / max_tokens)`` chunks, never more than there are rows.
 
-    A token budget rather than a row count: the activations of a call stay in cache on a CPU whatever the rows'
-    length, and longer rows (GSM8K, MATH solutions) go fewer to a call. Equal counts: a call costs the same fixed
+    A token budget rather than a row count: a call's size (and so its activations' footprint) follows its tokens,
+    so longer rows (GSM8K, MATH solutions) go fewer to a call. Equal counts: a call costs the same fixed
     Python and dispatch time for one row as for eight, so 17 rows a 16-row budget would cut 16 + 1 go 8 + 9.
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
