@@ -47,6 +47,7 @@ from services.learner.clients.segments import ContinuousSegmentWriter, Segment, 
 from services.learner.clients.weak_model import WeakModelClient
 from services.learner.rl.rollout import RolloutOptions, new_rollouts, run_tandem
 from services.learner.rl.schedule import SOLO, HandoffSchedule
+from services.tools.bench_progress import BenchProgress, stage
 from services.tools.bench_tandem_agent import (
     AGENT,
     GPU_SHARE,
@@ -256,15 +257,18 @@ async def bench_engine(
     )  # fmt: skip
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        await service.wait_serving("legibility.v1.WeakModelService", 300)
+        with stage(f"starting the weak-model service ({engine} engine)"):
+            await service.wait_serving("legibility.v1.WeakModelService", 300)
         channel = open_channel(service.target)
         try:
             weak = WeakModelClient(weak_model_pb2_grpc.WeakModelServiceStub(channel))
-            await measure("tandem", engine, policy, weak, prompts[:8], tokens)  # warm-up: both authors, all paths
+            with stage(f"weak {engine}: warm-up"):  # both authors, all paths
+                await measure("tandem", engine, policy, weak, prompts[:8], tokens)
             runs: dict[str, list[Measured]] = {mode: [] for mode in MODES}
-            for _ in range(repeats):  # the modes interleaved, so a slow spell of the machine hits them all
+            for repeat in range(repeats):  # the modes interleaved, so a slow spell of the machine hits them all
                 for mode in MODES:
-                    runs[mode].append(await measure(mode, engine, policy, weak, prompts, tokens, metrics_url))
+                    with stage(f"weak {engine}: {mode}, batch {repeat + 1} of {repeats}"):
+                        runs[mode].append(await measure(mode, engine, policy, weak, prompts, tokens, metrics_url))
             rows = [sorted(runs[mode], key=lambda r: r.seconds)[repeats // 2] for mode in MODES]  # median batches
             if agent is not None:
                 rows += await measure_agent(agent, engine, service.target, metrics_url, tokens, repeats)
@@ -291,7 +295,7 @@ async def measure_agent(
     setup: AgentSetup, engine: str, target: str, metrics_url: str, tokens: int, repeats: int
 ) -> list[Measured]:
     """Solo and tandem batches through ``TandemAgent.execute``, interleaved; the median of each."""
-    schedules = {"solo": SOLO, "tandem": WORD_HANDOFFS}
+    schedules = {"solo": SOLO, "tandem": WORD_HANDOFFS}  # AGENT_SCHEDULES of them
 
     async def batch(mode: str, count: int) -> Measured:
         settings = agent_settings(target, schedules[mode], setup.policy_path)
@@ -315,11 +319,13 @@ async def measure_agent(
             AGENT,
         )
 
-    await batch("tandem", min(8, len(setup.prompts)))  # warm-up
+    with stage(f"agent path, weak {engine}: warm-up"):
+        await batch("tandem", min(8, len(setup.prompts)))
     runs: dict[str, list[Measured]] = {mode: [] for mode in schedules}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for mode in schedules:
-            runs[mode].append(await batch(mode, len(setup.prompts)))
+            with stage(f"agent path, weak {engine}: {mode}, batch {repeat + 1} of {repeats}"):
+                runs[mode].append(await batch(mode, len(setup.prompts)))
     return [sorted(runs[mode], key=lambda r: r.seconds)[repeats // 2] for mode in schedules]
 
 
@@ -370,6 +376,17 @@ def draw(result: BenchResult, path: Path) -> None:
     plt.close(figure)
 
 
+AGENT_SCHEDULES = 2
+"""solo and tandem: what the agent path measures."""
+
+
+def stage_count(engines: int, repeats: int, agent: bool) -> int:
+    """The stages :func:`run_bench` marks: the agent path's engine start; per weak engine its service's start, a
+    warm-up and ``repeats`` batches of each mode, and the agent path's warm-up and batches."""
+    per_engine = 2 + repeats * len(MODES) + (1 + repeats * AGENT_SCHEDULES if agent else 0)
+    return int(agent) + engines * per_engine
+
+
 async def run_bench(
     engines: list[str],
     prompts: int,
@@ -397,7 +414,8 @@ async def run_bench(
         from transformers import AutoTokenizer
 
         window = policy.context_window
-        rollout_engine = await asyncio.to_thread(RolloutEngine.start, policy_path, window, max(64, prompts))
+        with stage("starting the policy's vLLM engine (agent path)"):
+            rollout_engine = await asyncio.to_thread(RolloutEngine.start, policy_path, window, max(64, prompts))
         tokenizer = AutoTokenizer.from_pretrained(policy_path)
         setup = AgentSetup(rollout_engine, tokenizer, policy_path, window, texts, [str(p.answer) for p in problems])
     policy_cores = format_cores(available_cores()) if weak_cores else ""
@@ -461,12 +479,13 @@ def bench_tandem(
             raise typer.BadParameter(str(error), param_hint="--split-cores") from None
         pin_to(policy_cores)  # before the agent path's vLLM engine starts here: its processes inherit the cores
     try:
-        result = asyncio.run(
-            run_bench(
-                engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent,
-                format_cores(weak_cores),
-            )
-        )  # fmt: skip
+        with BenchProgress("bench tandem", stage_count(len(engines), repeats, with_agent)):
+            result = asyncio.run(
+                run_bench(
+                    engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent,
+                    format_cores(weak_cores),
+                )
+            )  # fmt: skip
     finally:
         if weak_cores:
             pin_to(cores)

@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,6 +43,7 @@ from rich.table import Table
 from services.common.bundled_models import BUNDLED_VERIFIER
 from services.common.ports import free_port
 from services.common.processes import ServiceProcess
+from services.tools.bench_progress import BenchProgress, stage
 from services.verifier.settings import VerifierSettings
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,13 @@ async def measure_service(config: BenchConfig) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-verifier-") as logs:
         service = ServiceProcess("verifier", "services.verifier", flags, Path(logs), free_port())
         try:
-            await service.wait_serving(SERVICE_NAME, START_TIMEOUT_S)
-            return [await _service_row(service.target, config, clients, items) for clients, items in config.levels]
+            with stage(f"starting the service ({config.engine} engine)"):
+                await service.wait_serving(SERVICE_NAME, START_TIMEOUT_S)
+            rows = []
+            for clients, items in config.levels:
+                with stage(f"service, {clients} x {items}"):
+                    rows.append(await _service_row(service.target, config, clients, items))
+            return rows
         finally:
             service.stop(grace_s=30)
 
@@ -204,19 +210,8 @@ async def measure_vllm(config: BenchConfig, texts: list[list[int]], reference: l
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                if process.poll() is not None:
-                    raise _exited(process, "vLLM's server")
-                try:
-                    async with session.get(f"{url}/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"vLLM's server did not start within {START_TIMEOUT_S:.0f} s")
-                await asyncio.sleep(1.0)
+            with stage("starting vLLM's /classify server"):
+                await _wait_healthy(session, url, process)
 
             async def classify(inputs: list[list[int]]) -> list[float]:
                 body = {"model": str(config.model), "input": inputs}
@@ -229,11 +224,31 @@ async def measure_vllm(config: BenchConfig, texts: list[list[int]], reference: l
             note = f"max |probs - sigmoid(our score)| = {difference:.1e} over {len(texts)} pairs"
             rows = []
             for clients, items in config.vllm_levels:
-                ok, failed, seconds = await _drive(classify, texts, clients, items, config)
+                with stage(f"vLLM /classify, {clients} x {items}"):
+                    ok, failed, seconds = await _drive(classify, texts, clients, items, config)
                 rows.append(Row("vLLM /classify", clients, items, ok * items / seconds, failed, note))
             return rows
     finally:
         _stop(process)
+
+
+async def _wait_healthy(session: Any, url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until vLLM's server answers GET /health with 200; raises when it exits or takes past START_TIMEOUT_S."""
+    import aiohttp
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise _exited(process, "vLLM's server")
+        try:
+            async with session.get(f"{url}/health") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"vLLM's server did not start within {START_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(1.0)
 
 
 async def _drive(
@@ -298,13 +313,22 @@ async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total:
     return Row("raw AsyncLLM classify", 1, config.max_batch_size, scored / seconds)
 
 
+def stage_count(config: BenchConfig) -> int:
+    """The stages :func:`run_bench` marks: raw (twice with the vllm engine), the service's start and levels, vLLM's
+    server's start and levels."""
+    vllm = 1 + len(config.vllm_levels) if config.vllm else 0
+    return 1 + (config.engine == "vllm") + 1 + len(config.levels) + vllm
+
+
 async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
     """Raw, then the service, then vLLM (a failure to start it becomes a skipped row)."""
     pairs = bench_pairs()
     total = math.inf if config.requests is None else config.requests * 8
-    raw, reference, encoded = await asyncio.to_thread(measure_raw, config, pairs, total)
+    with stage("raw forward passes"):
+        raw, reference, encoded = await asyncio.to_thread(measure_raw, config, pairs, total)
     if config.engine == "vllm":
-        raw = await measure_raw_vllm(config, encoded, total)
+        with stage("raw AsyncLLM classify"):
+            raw = await measure_raw_vllm(config, encoded, total)
     rows = await measure_service(config)
     if config.vllm:
         try:
@@ -397,7 +421,8 @@ def bench_verifier(
         vllm=vllm,
         hf_worker=hf_worker,
     )
-    raw, rows = asyncio.run(run_bench(config))
+    with BenchProgress("bench verifier", stage_count(config)):
+        raw, rows = asyncio.run(run_bench(config))
     from services.verifier.model import resolve_device, resolve_hf_worker
 
     title = (

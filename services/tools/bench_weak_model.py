@@ -35,6 +35,7 @@ from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_WEAK
 from services.decoding.vllm_shutdown import shut_down
+from services.tools.bench_progress import BenchProgress, stage
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ async def measure_raw(
     tokenizer = AutoTokenizer.from_pretrained(model)
     window = context_window(AutoConfig.from_pretrained(model), tokenizer)
     args = engine_args(model, context_window=window, seed=0, max_num_seqs=max(levels))
-    llm = await asyncio.to_thread(start_async_llm, args)
+    with stage("starting vLLM (raw)"):
+        llm = await asyncio.to_thread(start_async_llm, args)
     ids = itertools.count()
     try:
         params = raw_sampling_params(max_new_tokens)
@@ -134,11 +136,12 @@ async def measure_raw(
             assert final is not None
             return len(final.outputs[0].token_ids) - int(final.outputs[0].finish_reason == "stop")
 
-        await asyncio.gather(*(one(p) for p in prompts))  # warm-up: every prompt once, as the service gets
         batch = list(itertools.islice(itertools.cycle(prompts), max(requests, max(levels))))
-        started = time.perf_counter()
-        counts = await asyncio.gather(*(one(p) for p in batch))
-        seconds = time.perf_counter() - started
+        with stage(f"raw AsyncLLM, {len(batch)} requests at once"):
+            await asyncio.gather(*(one(p) for p in prompts))  # warm-up: every prompt once, as the service gets
+            started = time.perf_counter()
+            counts = await asyncio.gather(*(one(p) for p in batch))
+            seconds = time.perf_counter() - started
         rows = [Measured(f"raw AsyncLLM, {len(batch)} requests at once", len(batch), sum(counts), seconds)]
         for clients in levels:
             label = f"raw AsyncLLM, {_clients(clients)}"
@@ -169,7 +172,8 @@ async def measure_service(
     logs = tempfile.TemporaryDirectory(prefix="bench-weak-model-")
     service = ServiceProcess(f"weak-model-{engine}", "services.weak_model", flags, Path(logs.name), free_port())
     try:
-        await service.wait_serving(SERVICE_NAME, START_TIMEOUT_S)
+        with stage(f"starting the service ({engine} engine)"):
+            await service.wait_serving(SERVICE_NAME, START_TIMEOUT_S)
     except BaseException:
         service.stop(grace_s=10)
         logs.cleanup()
@@ -187,7 +191,8 @@ async def measure_service(
     results = []
     try:
         # Warm-up: every prompt once, so every level (and raw) finds the prompts in vLLM's prefix cache alike.
-        await asyncio.gather(*(one(p) for p in prompts))
+        with stage(f"warming the service up ({engine} engine)"):
+            await asyncio.gather(*(one(p) for p in prompts))
         for clients in levels:
             label = f"service, engine {engine}, {_clients(clients)}"
             results.append(await _level(label, engine, one, prompts, clients, requests, duration))
@@ -225,7 +230,8 @@ async def _level(
             if time.perf_counter() > deadline:
                 return
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    with stage(label):
+        await asyncio.gather(*(client() for _ in range(clients)))
     seconds = time.perf_counter() - started
     log.info("%s: %d requests, %d tokens in %.1f s", label, done[0], done[1], seconds)
     return Measured(label, done[0], done[1], seconds, engine, clients)
@@ -285,6 +291,12 @@ def draw(run: Run, path: Path, title: str) -> None:
     )
 
 
+def stage_count(levels: list[int], hf: bool) -> int:
+    """The stages :func:`run_bench` marks: raw's start, all-at-once and levels; each service's start, warm-up and
+    levels."""
+    return 2 + len(levels) + (1 + hf) * (2 + len(levels))
+
+
 async def run_bench(
     model: Path, prompts: int, max_new_tokens: int, levels: list[int], requests: int, duration: float, hf: bool
 ) -> Run:
@@ -311,7 +323,8 @@ def bench_weak_model(
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     levels = sorted(set(clients or [1, 8, 64]))
-    run = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, requests, duration, hf))
+    with BenchProgress("bench weak-model", stage_count(levels, hf)):
+        run = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, requests, duration, hf))
     title = f"weak-model throughput: {prompts} toy test prompts, greedy, max_new_tokens {max_new_tokens}, {model.name}"
     Console(width=max(Console().width, 110)).print(table(run, title))
     if json_out is not None:

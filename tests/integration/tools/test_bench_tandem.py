@@ -21,6 +21,7 @@ def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Pat
     command += ["--logs", str(tmp_path / "logs"), "--no-agent"]
     shown = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    assert "stages ran" not in shown.stderr  # the progress line's count matches the stages the bench ran
     result = json.loads(out.read_text())
     if len(available_cores()) >= 2:  # by default the policy and the weak-model service get half the cores each
         cores = result["cpu_cores"]
@@ -56,6 +57,7 @@ def test_bench_tandem_agent_path_runs_openrlhfs_agent_over_a_vllm_policy(tmp_pat
     command += ["--engine", "hf", "--repeats", "1", "--json-out", str(out), "--logs", str(tmp_path / "logs")]
     shown = subprocess.run([*command, "--agent"], capture_output=True, text=True, timeout=380)
     assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    assert "stages ran" not in shown.stderr
     result = json.loads(out.read_text())
     agent = {r["mode"]: r for r in result["rows"] if r["path"] == "openrlhf agent"}
     assert sorted(agent) == ["solo", "tandem"]

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from services.tools.bench_verifier import BenchConfig, Row, draw, run_bench, table, to_json
+from services.tools.bench_progress import BenchProgress
+from services.tools.bench_verifier import BenchConfig, Row, draw, run_bench, stage_count, table, to_json
 
 
 @pytest.mark.slow
 async def test_every_row_measures_scores_per_second_and_a_ratio_to_raw(tmp_path: Path) -> None:
     config = BenchConfig(requests=40, duration_s=5.0, vllm=False)
-    raw, rows = await run_bench(config)
+    with BenchProgress("bench verifier", stage_count(config)) as progress:
+        raw, rows = await run_bench(config)
+    levels = ["service, 1 x 1", "service, 8 x 1", "service, 64 x 1", "service, 64 x 8"]
+    assert progress.done == ["raw forward passes", "starting the service (hf engine)", *levels]
+    assert stage_count(config) == len(progress.done)
+    assert stage_count(dataclasses.replace(config, engine="vllm", vllm=True)) == len(progress.done) + 1 + 3
     saved = json.loads(json.dumps(to_json(config, raw, rows)))
     assert [r["mode"] for r in saved["rows"]] == ["raw forward"] + ["service gRPC Score"] * 4
     assert saved["rows"][0]["ratio_vs_raw"] is None
