@@ -194,3 +194,77 @@ class MicroBatcher(Generic[In, Out]):
         for entry in entries:
             if not entry.future.done():
                 entry.future.set_exception(error)
+
+
+class PassThrough(Generic[In, Out]):
+    """The batcher's interface for an engine that batches by itself (vLLM): every submit goes to ``batch_fn`` at once.
+
+    Gathering in front of such an engine only adds work: at 64 clients x 1 item on 2 cores the verifier's vllm
+    engine scored 921-979 scores/s behind a MicroBatcher and 979-1,062 without one (alternated 12-s loads). The
+    engine's own scheduler forms the batches. Admission stays: items beyond the ``max_batch_size`` the engine runs
+    at once count as waiting, and past ``max_queue_size`` waiting a submit raises :class:`Overloaded` at once.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        batch_fn: Callable[[list[In]], Awaitable[list[Out]]],
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1:
+            raise ValueError("max_batch_size and max_queue_size must be >= 1")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self._batch_fn = batch_fn
+        self._in_flight = 0
+        self._running: set[asyncio.Task[list[Out]]] = set()
+        self._serving = False
+        self._depth = QUEUE_DEPTH.labels(name)
+
+    @property
+    def queue_depth(self) -> int:
+        """Items admitted beyond the ``max_batch_size`` the engine runs at once."""
+        return max(0, self._in_flight - self.max_batch_size)
+
+    async def start(self) -> None:
+        """Accept submits; before this they raise NotReady."""
+        self._serving = True
+
+    async def stop(self) -> None:
+        """Refuse new submits; every running one fails with NotReady (nothing hangs)."""
+        self._serving = False
+        running, self._running = list(self._running), set()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def submit(self, item: In) -> Out:
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: Sequence[In]) -> list[Out]:
+        """Results of ``items`` in order; all are admitted or none (Overloaded)."""
+        if not self._serving:
+            raise NotReady(f"{self.name}: not running")
+        if max(0, self._in_flight + len(items) - self.max_batch_size) > self.max_queue_size:
+            raise Overloaded(
+                f"{self.name}: {self.queue_depth} items waiting, {len(items)} more would pass max_queue_size "
+                f"{self.max_queue_size}; retry later"
+            )
+        self._in_flight += len(items)
+        self._depth.set(self.queue_depth)
+        task = asyncio.ensure_future(self._batch_fn(list(items)))
+        self._running.add(task)
+        try:
+            return await task  # cancelling the caller cancels the task, and the engine drops its requests
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the caller itself was cancelled
+                raise
+            raise NotReady(f"{self.name}: stopped") from None  # stop() cancelled the task
+        finally:
+            self._running.discard(task)
+            self._in_flight -= len(items)
+            self._depth.set(self.queue_depth)

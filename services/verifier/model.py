@@ -30,7 +30,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import directory_sha256
-from services.common.batching import MicroBatcher
+from services.common.batching import MicroBatcher, PassThrough
 from services.common.weights import WeightsInfo
 from services.decoding.tokens import DECODE, context_window, max_text_chars, tokenizer_sha256
 from services.tasks.prompts import PromptFormat
@@ -97,14 +97,20 @@ class VerifierModel:
         self._lossless = tokenizer.decode(tokenizer.encode(probe, add_special_tokens=False)) == probe
         # A character that is a token by itself is never dropped: a text holding one has tokens, without encoding it.
         self._token_chars = frozenset(piece for piece in pieces if len(piece) == 1)
-        self._batcher = MicroBatcher[Scorable, float](
-            "verifier.score",
-            self._run_batch,
-            max_batch_size=max_batch_size,
-            max_delay_ms=max_delay_ms,
-            max_queue_size=max_queue_size,
-            max_concurrent_batches=self._scorer.concurrent_batches,
-        )
+        self._batcher: MicroBatcher[Scorable, float] | PassThrough[Scorable, float]
+        if self._scorer.batches_itself:
+            self._batcher = PassThrough(
+                "verifier.score", self._run_batch, max_batch_size=max_batch_size, max_queue_size=max_queue_size
+            )
+        else:
+            self._batcher = MicroBatcher(
+                "verifier.score",
+                self._run_batch,
+                max_batch_size=max_batch_size,
+                max_delay_ms=max_delay_ms,
+                max_queue_size=max_queue_size,
+                max_concurrent_batches=self._scorer.concurrent_batches,
+            )
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()

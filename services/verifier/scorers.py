@@ -41,8 +41,10 @@ DEFAULT_FORWARD_TOKENS = 16384
 class RowScorer(Protocol):
     engine: str
     concurrent_batches: int
-    """Batches the service may have in flight at once: 1 for a forward pass in a thread, more for an engine that
-    batches by itself (vLLM schedules the rows of several into its own steps)."""
+    """Batches the service may have in flight at once: 1 for a forward pass in a thread, 2 for the child process
+    (it starts the next while the service hands out the last)."""
+    batches_itself: bool
+    """Rows go to the engine as they come, its own scheduler forms the batches (vLLM): no micro-batcher in front."""
 
     async def score(self, rows: Sequence[list[int]]) -> list[float]:
         """The logit of each encoded row, in order."""
@@ -102,6 +104,7 @@ class TorchScorer:
 
     engine = "hf"
     concurrent_batches = 1
+    batches_itself = False
 
     def __init__(self, model: Any, verifier_input: VerifierInput, torch_threads: int) -> None:
         self._model = model.eval()
@@ -154,7 +157,8 @@ class VllmScorer:
     """vLLM's ``AsyncLLM`` with the pooling runner; every row is its own request, vLLM batches them."""
 
     engine = "vllm"
-    concurrent_batches = 8
+    concurrent_batches = 1  # unused: rows go straight to the engine (batches_itself)
+    batches_itself = True
 
     def __init__(self, llm: Any) -> None:
         from vllm import PoolingParams

@@ -9,6 +9,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from services.common.batching import PassThrough
 from services.common.genproto.legibility.v1 import verifier_pb2
 from services.tools.bench_verifier import bench_pairs
 from services.verifier.model import load_verifier
@@ -25,6 +26,7 @@ async def test_vllm_engine_scores_as_the_transformers_engine(start_server: Verif
     server = await start_server(engine="vllm", http_reward="verifier")
     model = server.app.model
     assert model.engine == "vllm" and isinstance(model._scorer, VllmScorer)
+    assert isinstance(model._batcher, PassThrough)  # vLLM forms its own batches: rows go to it as they come
 
     items = [verifier_pb2.ScoreItem(problem=q, solution=s) for q, s in pairs]
     response = await server.stub.Score(verifier_pb2.ScoreRequest(items=items), timeout=120)
@@ -50,3 +52,4 @@ async def test_vllm_engine_scores_as_the_transformers_engine(start_server: Verif
         assert reply.status == 200
         rewards = (await reply.json())["rewards"]
     assert rewards == pytest.approx([want[0]], abs=1e-4)
+    assert model.queue_depth == 0
