@@ -31,8 +31,8 @@ class VerifierSettings(ServerSettings, ModelSourceSettings, TaskSettings):
     max_batch_size: int = Field(64, ge=1)
     """Most (problem, solution prefix) pairs per forward pass; concurrent requests are merged up to this."""
     max_delay_ms: float = Field(0.0, ge=0)
-    """While a batch keeps the model busy, how long the first waiting pair waits for others to join the next one
-    (an idle model takes a batch at once). 0: the next batch goes as soon as a slot is free, with what arrived while
+    """hf engine: while a batch keeps the model busy, how long the first waiting pair waits for others to join the
+    next one (an idle model takes a batch at once; the vllm engine forms its own batches). 0: the next batch goes as soon as a slot is free, with what arrived while
     the last one ran; measured against 5 ms on 2 cores it gave 2.1-2.7x the scores/s at 1 client, 1.1-1.5x at 8, the
     same at 64."""
     max_queue_size: int = Field(1024, ge=1)
