@@ -32,9 +32,9 @@ class VerifierSettings(ServerSettings, ModelSourceSettings, TaskSettings):
     """Most (problem, solution prefix) pairs per forward pass; concurrent requests are merged up to this."""
     max_delay_ms: float = Field(0.0, ge=0)
     """hf engine: while a batch keeps the model busy, how long the first waiting pair waits for others to join the
-    next one (an idle model takes a batch at once; the vllm engine forms its own batches). 0: the next batch goes as soon as a slot is free, with what arrived while
-    the last one ran; measured against 5 ms on 2 cores it gave 2.1-2.7x the scores/s at 1 client, 1.1-1.5x at 8, the
-    same at 64."""
+    next one (an idle model takes a batch at once; the vllm engine forms its own batches). 0: the next batch goes as
+    soon as a slot is free, with what arrived while the last one ran; measured against 5 ms on 2 cores it gave
+    2.1-2.7x the scores/s at 1 client, 1.1-1.5x at 8, the same at 64."""
     max_queue_size: int = Field(1024, ge=1)
     """Most pairs waiting; past it, RESOURCE_EXHAUSTED at once. Also the most pairs one request may hold."""
     torch_threads: int = Field(1, ge=1)
