@@ -241,9 +241,6 @@ class PassThrough(Generic[In, Out]):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def submit(self, item: In) -> Out:
-        return (await self.submit_many([item]))[0]
-
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         """Results of ``items`` in order; all are admitted or none (Overloaded)."""
         if not self._serving:

@@ -300,7 +300,7 @@ async def run_loadtest(config: LoadConfig) -> LoadReport:
         nonlocal sent
         while (config.requests is None or sent < config.requests) and time.perf_counter() < end:
             index, sent = sent, sent + 1
-            batch = [pool[(index * config.batch_size + k) % len(pool)] for k in range(config.batch_size)]
+            batch = _batch(pool, index, config.batch_size)
             begin = time.perf_counter()
             try:
                 items, version = await caller.call(batch)
@@ -333,14 +333,18 @@ async def run_loadtest(config: LoadConfig) -> LoadReport:
     return _report(config, responses, latencies, errors, failures_at, duration, swap)
 
 
+def _batch(pool: list[tuple[str, str, int]], index: int, size: int) -> list[tuple[str, str, int]]:
+    """Request ``index``'s items: the next ``size`` of the pool, cycled."""
+    return [pool[(index * size + k) % len(pool)] for k in range(size)]
+
+
 async def _warm_up(caller: _Caller, pool: list[tuple[str, str, int]], config: LoadConfig) -> None:
     """``config.warmup_calls`` calls from each of ``config.concurrency`` workers; results and failures dropped."""
 
     async def worker(first: int) -> None:
         for index in range(first, first + config.warmup_calls):
-            batch = [pool[(index * config.batch_size + k) % len(pool)] for k in range(config.batch_size)]
             with contextlib.suppress(Exception):  # the measured run counts failures; a warm-up only warms
-                await caller.call(batch)
+                await caller.call(_batch(pool, index, config.batch_size))
 
     await asyncio.gather(*(worker(w * config.warmup_calls) for w in range(config.concurrency)))
 

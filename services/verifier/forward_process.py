@@ -77,7 +77,6 @@ class ProcessTorchScorer:
 
     engine = "hf"
     concurrent_batches = 2
-    batches_itself = False
     """Two batches in flight: the child starts the next one as soon as it sends a result back, while the service
     hands that result out and gathers the batch after (with one, the child idled through both: ~20 % of its time
     at 64 clients × 1 item on 2 cores)."""

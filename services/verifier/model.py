@@ -98,7 +98,8 @@ class VerifierModel:
         # A character that is a token by itself is never dropped: a text holding one has tokens, without encoding it.
         self._token_chars = frozenset(piece for piece in pieces if len(piece) == 1)
         self._batcher: MicroBatcher[Scorable, float] | PassThrough[Scorable, float]
-        if self._scorer.batches_itself:
+        batches = self._scorer.concurrent_batches
+        if batches is None:
             self._batcher = PassThrough(
                 "verifier.score", self._run_batch, max_batch_size=max_batch_size, max_queue_size=max_queue_size
             )
@@ -109,7 +110,7 @@ class VerifierModel:
                 max_batch_size=max_batch_size,
                 max_delay_ms=max_delay_ms,
                 max_queue_size=max_queue_size,
-                max_concurrent_batches=self._scorer.concurrent_batches,
+                max_concurrent_batches=batches,
             )
         self._in_flight = 0
         self._idle = asyncio.Event()

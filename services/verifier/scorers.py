@@ -40,11 +40,10 @@ DEFAULT_FORWARD_TOKENS = 16384
 
 class RowScorer(Protocol):
     engine: str
-    concurrent_batches: int
-    """Batches the service may have in flight at once: 1 for a forward pass in a thread, 2 for the child process
-    (it starts the next while the service hands out the last)."""
-    batches_itself: bool
-    """Rows go to the engine as they come, its own scheduler forms the batches (vLLM): no micro-batcher in front."""
+    concurrent_batches: int | None
+    """Micro-batches the service may have in flight at once: 1 for a forward pass in a thread, 2 for the child
+    process (it starts the next while the service hands out the last); None for an engine that forms its own
+    batches (vLLM): rows go to it as they come, no micro-batcher in front."""
 
     async def score(self, rows: Sequence[list[int]]) -> list[float]:
         """The logit of each encoded row, in order."""
@@ -104,7 +103,6 @@ class TorchScorer:
 
     engine = "hf"
     concurrent_batches = 1
-    batches_itself = False
 
     def __init__(self, model: Any, verifier_input: VerifierInput, torch_threads: int) -> None:
         self._model = model.eval()
@@ -157,8 +155,7 @@ class VllmScorer:
     """vLLM's ``AsyncLLM`` with the pooling runner; every row is its own request, vLLM batches them."""
 
     engine = "vllm"
-    concurrent_batches = 1  # unused: rows go straight to the engine (batches_itself)
-    batches_itself = True
+    concurrent_batches = None
 
     def __init__(self, llm: Any) -> None:
         from vllm import PoolingParams

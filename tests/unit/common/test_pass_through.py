@@ -58,22 +58,22 @@ async def test_items_past_what_the_engine_runs_wait_and_past_the_queue_are_refus
     running = asyncio.create_task(batcher.submit_many(list(range(6))))  # 4 run, 2 wait
     await settle()
     assert batcher.queue_depth == 2
-    first = asyncio.create_task(batcher.submit(7))  # 3 waiting: at the bound, admitted
+    first = asyncio.create_task(batcher.submit_many([7]))  # 3 waiting: at the bound, admitted
     await settle()
     assert batcher.queue_depth == 3
     with pytest.raises(Overloaded, match="3 items waiting, 1 more would pass max_queue_size 3"):
-        await batcher.submit(8)
+        await batcher.submit_many([8])
     assert len(engine.calls) == 2  # the refused one never reached the engine
     engine.release.set()
     assert await running == [0, 10, 20, 30, 40, 50]
-    assert await first == 70
+    assert await first == [70]
     assert batcher.queue_depth == 0
 
 
 async def test_a_cancelled_caller_cancels_its_rows_in_the_engine() -> None:
     engine = Engine()
     batcher = await started(engine)
-    call = asyncio.create_task(batcher.submit(1))
+    call = asyncio.create_task(batcher.submit_many([1]))
     await settle()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -85,19 +85,19 @@ async def test_a_cancelled_caller_cancels_its_rows_in_the_engine() -> None:
 async def test_stop_fails_running_calls_with_not_ready_and_refuses_new_ones() -> None:
     engine = Engine()
     batcher = await started(engine)
-    call = asyncio.create_task(batcher.submit(1))
+    call = asyncio.create_task(batcher.submit_many([1]))
     await settle()
     await batcher.stop()
     with pytest.raises(NotReady, match="stopped"):
         await call
     assert engine.cancelled == 1
     with pytest.raises(NotReady, match="not running"):
-        await batcher.submit(2)
+        await batcher.submit_many([2])
 
 
 async def test_before_start_submits_are_not_ready() -> None:
     batcher = PassThrough("test", Engine(), max_batch_size=4, max_queue_size=4)
     with pytest.raises(NotReady):
-        await batcher.submit(1)
+        await batcher.submit_many([1])
     with pytest.raises(ValueError, match="max_batch_size and max_queue_size"):
         PassThrough("test", Engine(), max_batch_size=0, max_queue_size=4)
