@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Histogram
 
-from services.common.errors import NotReady, Overloaded
+from services.common.admission import QUEUE_DEPTH, EngineAdmission, admit
+from services.common.errors import NotReady
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -29,15 +30,6 @@ BATCH_SIZE = Histogram(
     ["batcher"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
-QUEUE_DEPTH = Gauge("legibility_batch_queue_depth", "Items admitted and waiting for a batch.", ["batcher"])
-
-
-def admit(name: str, waiting: int, adding: int, max_queue_size: int) -> None:
-    """Refuse at once (Overloaded) when ``adding`` more items would put more than ``max_queue_size`` waiting."""
-    if waiting + adding > max_queue_size:
-        raise Overloaded(
-            f"{name}: {waiting} items waiting, {adding} more would pass max_queue_size {max_queue_size}; retry later"
-        )
 
 
 @dataclass(eq=False)  # identity equality: deque.remove must find this exact entry
@@ -201,8 +193,7 @@ class PassThrough(Generic[In, Out]):
 
     Gathering in front of such an engine only adds work: at 64 clients x 1 item on 2 cores the verifier's vllm
     engine scored 921-979 scores/s behind a MicroBatcher and 979-1,062 without one (alternated 12-s loads). The
-    engine's own scheduler forms the batches. Admission stays: items beyond the ``max_batch_size`` the engine runs
-    at once count as waiting, and past ``max_queue_size`` waiting a submit raises :class:`Overloaded` at once.
+    engine's own scheduler forms the batches; admission is :class:`~services.common.admission.EngineAdmission`'s.
     """
 
     def __init__(
@@ -213,55 +204,24 @@ class PassThrough(Generic[In, Out]):
         max_batch_size: int,
         max_queue_size: int,
     ) -> None:
-        if max_batch_size < 1 or max_queue_size < 1:
-            raise ValueError("max_batch_size and max_queue_size must be >= 1")
         self.name = name
-        self.max_batch_size = max_batch_size
-        self.max_queue_size = max_queue_size
         self._batch_fn = batch_fn
-        self._in_flight = 0
-        self._running: set[asyncio.Task[list[Out]]] = set()
-        self._serving = False
-        self._depth = QUEUE_DEPTH.labels(name)
+        self._admission = EngineAdmission(name, max_running=max_batch_size, max_queue_size=max_queue_size)
 
     @property
     def queue_depth(self) -> int:
         """Items admitted beyond the ``max_batch_size`` the engine runs at once."""
-        return max(0, self._in_flight - self.max_batch_size)
+        return self._admission.queue_depth
 
     async def start(self) -> None:
         """Accept submits; before this they raise NotReady."""
-        self._serving = True
+        self._admission.open()
 
     async def stop(self) -> None:
         """Refuse new submits; every running one fails with NotReady (nothing hangs)."""
-        self._serving = False
-        running, self._running = list(self._running), set()
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await self._admission.close()
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         """Results of ``items`` in order; all are admitted or none (Overloaded)."""
-        if not self._serving:
-            raise NotReady(f"{self.name}: not running")
-        if max(0, self._in_flight + len(items) - self.max_batch_size) > self.max_queue_size:
-            raise Overloaded(
-                f"{self.name}: {self.queue_depth} items waiting, {len(items)} more would pass max_queue_size "
-                f"{self.max_queue_size}; retry later"
-            )
-        self._in_flight += len(items)
-        self._depth.set(self.queue_depth)
-        task = asyncio.ensure_future(self._batch_fn(list(items)))
-        self._running.add(task)
-        try:
-            return await task  # cancelling the caller cancels the task, and the engine drops its requests
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():  # the caller itself was cancelled
-                raise
-            raise NotReady(f"{self.name}: stopped") from None  # stop() cancelled the task
-        finally:
-            self._running.discard(task)
-            self._in_flight -= len(items)
-            self._depth.set(self.queue_depth)
+        batch = list(items)
+        return await self._admission.run(len(batch), lambda: self._batch_fn(batch))

@@ -25,25 +25,26 @@ async def stop_output_handler(llm: Any) -> None:
         await asyncio.wait([handler])  # not `await handler`: its CancelledError is not this task's cancellation
 
 
-def shutdown_now(llm: Any, *, collect: bool) -> None:
-    """Best-effort ``llm.shutdown()`` (its processes may already be gone); blocking.
-
-    ``collect``: run the garbage collector afterwards. An AsyncLLM sits in reference cycles, and its ``__del__``
-    shuts down again, which fails at interpreter exit; a collection after the last reference is gone runs it at a
-    harmless time. The collection only frees the engine if the caller holds no reference: a caller that does drops
-    it and collects itself. Not on a serving path: a full collection holds the GIL for most of a second, and the
-    event loop must keep answering health checks meanwhile.
-    """
+def shutdown_now(llm: Any) -> None:
+    """Best-effort ``llm.shutdown()`` (its processes may already be gone); blocking."""
     try:
         llm.shutdown()
     except Exception:  # a dead engine may fail its own cleanup; nothing is left to save
         log.debug("shutting down a vLLM engine raised", exc_info=True)
-    del llm
-    if collect:
-        gc.collect()
 
 
-async def shut_down(llm: Any, *, collect: bool = False) -> None:
+async def shut_down(llm: Any) -> None:
     """Stop ``llm`` (its calls have finished): the output handler here, then the engine off the event loop."""
     await stop_output_handler(llm)
-    await asyncio.to_thread(shutdown_now, llm, collect=collect)
+    await asyncio.to_thread(shutdown_now, llm)
+
+
+async def collect_engines() -> None:
+    """A full garbage collection, off the event loop, once the caller has dropped its last engine reference.
+
+    An AsyncLLM sits in reference cycles, so dropping it frees nothing until a collection; its ``__del__`` shuts
+    down again, which at interpreter exit fails with a traceback ("'NoneType' object is not callable"). Collecting
+    right after the stop runs it at a harmless time. A collection only frees what no frame still holds: call this
+    after ``del`` of every local that names the engine. Not on a serving path: it holds the GIL for most of a second.
+    """
+    await asyncio.to_thread(gc.collect)

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.decoding.vllm_shutdown import shut_down
+from services.decoding.vllm_shutdown import collect_engines, shut_down
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,9 @@ class EngineSupervisor:
                     await task
         llm, self.llm = self.llm, None
         if llm is not None:
-            await shut_down(llm, collect=True)
+            await shut_down(llm)
+            del llm
+            await collect_engines()
 
     def report_dead(self, llm: Any, reason: str) -> None:
         """A caller saw ``llm`` die (EngineDeadError): start the failure path now, not at the next poll."""
@@ -156,7 +158,9 @@ class EngineSupervisor:
                 log.error("%s: restart %d failed: %s", self.name, attempt, error)
                 continue
             if self._closed:
-                await shut_down(llm, collect=True)
+                await shut_down(llm)
+                del llm
+                await collect_engines()
                 return
             self.llm = llm
             ENGINE_RESTARTS.labels(self.name, "ok").inc()

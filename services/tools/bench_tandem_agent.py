@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import itertools
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.decoding.vllm_shutdown import shut_down
+from services.decoding.vllm_shutdown import collect_engines, shut_down
 from services.learner.integrations.settings import IntegrationSettings
 from services.learner.integrations.tandem_agent import TandemAgent
 from services.learner.rl.schedule import HandoffSchedule
@@ -69,7 +68,7 @@ class RolloutEngine:
         llm, self.llm = self.llm, None
         await shut_down(llm)
         del llm
-        gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit (where it fails)
+        await collect_engines()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import itertools
 import json
 import logging
@@ -34,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_WEAK
-from services.decoding.vllm_shutdown import shut_down
+from services.decoding.vllm_shutdown import collect_engines, shut_down
 from services.tools.bench_progress import BenchProgress, stage
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ async def measure_raw(
     finally:
         await shut_down(llm)
         llm = None
-        gc.collect()  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit
+        await collect_engines()
     return rows
 
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.common.batching import QUEUE_DEPTH
+from services.common.admission import QUEUE_DEPTH
 from tests.deploy.rendering import (
     EXTERNAL_SECRETS,
     KUSTOMIZATIONS,

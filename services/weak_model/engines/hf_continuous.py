@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from services.common.batching import BATCH_SIZE, QUEUE_DEPTH, admit
+from services.common.admission import QUEUE_DEPTH, admit
+from services.common.batching import BATCH_SIZE
 from services.common.errors import NotReady
 from services.decoding.hf_batch import DecodingBatch, Generated
 from services.decoding.requests import SegmentRequest

@@ -34,12 +34,13 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import NotReady, Overloaded
+from services.common.admission import EngineAdmission
+from services.common.errors import NotReady
 from services.common.metrics import count_prefix_cache
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
@@ -111,6 +112,17 @@ def start_async_llm(args: Any) -> Any:
     return AsyncLLM.from_engine_args(args)
 
 
+async def _all_or_none(run: Callable[[Any], Awaitable[Any]], items: Sequence[Any]) -> list[Any]:
+    """``run`` on every item at once; the first failure cancels the others (their requests leave vLLM)."""
+    tasks = [asyncio.ensure_future(run(item)) for item in items]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
 class VLLMEngine(TokenizerAccessors):
     """A :class:`~services.weak_model.engine.WeakEngine` backed by vLLM's ``AsyncLLM``."""
 
@@ -139,15 +151,14 @@ class VLLMEngine(TokenizerAccessors):
         self._weights = replace(weights, tokenizer_sha256=self._tokens.tokenizer_sha256)
         self._vocab = BoundaryVocabulary.from_pieces(self._tokens.pieces, self._tokens.eos_ids)
         self._max_batch_size = max_batch_size
-        self._max_queue_size = max_queue_size
         self._seed = seed
         self._gpu_memory_utilization = gpu_memory_utilization
-        self._inflight = 0
+        # One count for Continue and LogProbs items: both run on the same engine.
+        self._admission = EngineAdmission("weak_model", max_running=max_batch_size, max_queue_size=max_queue_size)
         self._ids = itertools.count()
         self._supervisor = EngineSupervisor(
             "weak_model", self._start_llm, max_restarts=max_restarts, backoff_s=restart_backoff_s
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- the Protocol's properties and tokenizer helpers ------------------------------------------------------
 
@@ -158,28 +169,33 @@ class VLLMEngine(TokenizerAccessors):
     @property
     def queue_depth(self) -> int:
         """Admitted items beyond the ``max_batch_size`` that vLLM runs at once."""
-        return max(0, self._inflight - self._max_batch_size)
+        return self._admission.queue_depth
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def _start_llm(self) -> Any:
-        args = engine_args(
+        # No local names the engine: the first import of vLLM (in engine_args) leaves an ImportError that a library
+        # keeps, whose traceback holds this call's frame, and a returned frame keeps its locals. An engine held
+        # there outlived close() and failed in its __del__ at interpreter exit.
+        return start_async_llm(self._engine_args())
+
+    def _engine_args(self) -> Any:
+        return engine_args(
             self._path,
             context_window=self.context_window,
             seed=self._seed,
             max_num_seqs=self._max_batch_size,
             gpu_memory_utilization=self._gpu_memory_utilization,
         )
-        llm = start_async_llm(args)
-        log.info("vLLM engine started on %s", self._path)
-        return llm
 
     def load(self) -> None:
         """Start the AsyncLLM (blocking, tens of seconds on CPU: call it in a thread)."""
         self._supervisor.load()
+        log.info("vLLM engine started on %s", self._path)
 
     async def start(self) -> None:
         await self._supervisor.start()
+        self._admission.open()
 
     def supervise(self, on_health: HealthCallback, give_up: GiveUpCallback) -> None:
         """Engine death flips health through ``on_health``; ``give_up`` is called when every restart failed."""
@@ -192,41 +208,16 @@ class VLLMEngine(TokenizerAccessors):
 
     async def close(self) -> None:
         """Fail what is running with NotReady, then shut the engine-core process down."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._admission.close()
         await self._supervisor.close()
         log.info("vLLM engine stopped")
 
     # -- admission ---------------------------------------------------------------------------------------------
 
-    async def _admitted(self, name: str, items: Sequence[Any], run: Any) -> list[Any]:
+    async def _admitted(self, name: str, items: Sequence[Any], run: Callable[[Any], Awaitable[Any]]) -> list[Any]:
         if self._supervisor.llm is None:
             raise NotReady(f"weak_model.{name}: the vLLM engine is not running (starting or restarting)")
-        waiting = self.queue_depth
-        if max(0, self._inflight + len(items) - self._max_batch_size) > self._max_queue_size:
-            raise Overloaded(
-                f"weak_model.{name}: {waiting} items waiting, {len(items)} more would pass "
-                f"max_queue_size {self._max_queue_size}; retry later"
-            )
-        self._inflight += len(items)
-        tasks = [asyncio.ensure_future(run(item)) for item in items]
-        self._tasks.update(tasks)
-        try:
-            return list(await asyncio.gather(*tasks))
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():  # the caller itself was cancelled
-                raise
-            raise NotReady(f"weak_model.{name}: the vLLM engine stopped") from None  # close() cancelled the items
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
-        finally:
-            self._tasks.difference_update(tasks)
-            self._inflight -= len(items)
+        return await self._admission.run(len(items), lambda: _all_or_none(run, items), what=f"weak_model.{name}")
 
     async def continue_batch(self, requests: Sequence[SegmentRequest]) -> list[Continuation]:
         return await self._admitted("continue", requests, self._continue_one)

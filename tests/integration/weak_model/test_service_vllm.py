@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 import torch
 from grpc_health.v1 import health_pb2
+from prometheus_client import REGISTRY
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.common.artifacts import directory_sha256
@@ -48,8 +50,11 @@ BATCH, QUEUE = 8, 16  # the vLLM server's max_batch_size (vLLM's max_num_seqs) a
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_weak() -> AsyncIterator[RunningWeakModel]:
     running = await serve_weak_model(engine="vllm", max_batch_size=BATCH, max_queue_size=QUEUE)
+    engine = weakref.ref(running.app.engine._supervisor.llm)
     yield running
     await running.stop()
+    # Stopping frees the engine: one still held at interpreter exit logs a traceback from AsyncLLM.__del__.
+    assert engine() is None
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -205,6 +210,8 @@ async def test_overload_is_resource_exhausted_at_once_while_health_answers(vllm_
         await vllm_weak.raw_stub.Continue(continue_request({}), timeout=10)  # the server's answer, not retried
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"{QUEUE} items waiting, 1 more would pass max_queue_size {QUEUE}" in info.value.details()
+    # The queue-depth gauge the alerts and the dashboard read (deploy/monitoring) counts them too.
+    assert REGISTRY.get_sample_value("legibility_batch_queue_depth", {"batcher": "weak_model"}) == QUEUE
     check = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     assert (await vllm_weak.health.Check(check, timeout=2)).status == health_pb2.HealthCheckResponse.SERVING
     assert not running.done() and not waiting.done()  # both answered while the gate held everything: nothing waited

@@ -99,5 +99,5 @@ async def test_before_start_submits_are_not_ready() -> None:
     batcher = PassThrough("test", Engine(), max_batch_size=4, max_queue_size=4)
     with pytest.raises(NotReady):
         await batcher.submit_many([1])
-    with pytest.raises(ValueError, match="max_batch_size and max_queue_size"):
+    with pytest.raises(ValueError, match="max_running and max_queue_size"):
         PassThrough("test", Engine(), max_batch_size=0, max_queue_size=4)

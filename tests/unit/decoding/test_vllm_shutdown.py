@@ -54,7 +54,7 @@ async def test_shut_down_cancels_the_handler_first_and_logs_no_error(caplog: pyt
     llm = FakeAsyncLLM()
     await asyncio.sleep(0)  # the handler is awaiting the engine's output
     with caplog.at_level(logging.ERROR):
-        await shut_down(llm, collect=False)
+        await shut_down(llm)
         await asyncio.sleep(0.1)  # anything the engine's death would still wake
     assert llm.handler_done_at_shutdown is True
     assert llm.output_handler.cancelled()

@@ -4,6 +4,8 @@ up after max_restarts. (A real engine core killed under load: tests/integration/
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
@@ -124,3 +126,25 @@ def test_an_exited_engine_core_process_counts_as_dead_before_vllm_flags_it() -> 
     llm.engine_core.resources.engine_manager.processes = [alive, exited]
     assert is_dead(llm)
     assert is_dead(FakeLLM()) is False  # no processes exposed: vLLM's flag alone
+
+
+async def test_close_frees_the_engine_now_not_at_interpreter_exit() -> None:
+    """An AsyncLLM sits in reference cycles, and its ``__del__`` fails at interpreter exit: close collects once no
+    frame holds the engine (automatic collections are off here, so only that collection can free it)."""
+    engines: list[weakref.ref[FakeLLM]] = []
+
+    def start() -> FakeLLM:
+        llm = FakeLLM()
+        llm.engine_core = SimpleNamespace(client=llm)  # a reference cycle through the engine-core client
+        engines.append(weakref.ref(llm))
+        return llm
+
+    supervisor = EngineSupervisor("test", start)
+    gc.disable()
+    try:
+        await supervisor.start()
+        assert engines[0]() is not None
+        await supervisor.close()
+        assert engines[0]() is None
+    finally:
+        gc.enable()
