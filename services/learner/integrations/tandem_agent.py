@@ -10,6 +10,7 @@ loss; an EOS is appended when the text ended, inside the action span when the po
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import random
@@ -63,18 +64,31 @@ class TandemAgent:
         self.settings = settings or IntegrationSettings()
         self.seeds = RolloutSeeds(self.settings.seed)
         self._clients = ServiceClients(self.settings)
-        self._vocab: BoundaryVocabulary | None = None
-        self._prompts: PromptFormat | None = None
+        self._prepared: asyncio.Future[tuple[BoundaryVocabulary, PromptFormat]] | None = None
 
     async def _prepare(self, hf_tokenizer: Any) -> tuple[BoundaryVocabulary, PromptFormat]:
-        """Once per rollout worker (one tokenizer): decode the vocabulary, check the weak model shares it."""
-        if self._vocab is None or self._prompts is None:
-            weak_info = await self._clients.weak.model_info()
-            policy = getattr(hf_tokenizer, "name_or_path", "") or "the policy"
-            check_same_vocabulary(policy, tokenizer_sha256(hf_tokenizer), weak_info, "llm_engine tokenizer")
-            self._vocab = BoundaryVocabulary.from_tokenizer(hf_tokenizer)
-            self._prompts = self.settings.prompt_format(hf_tokenizer)
-        return self._vocab, self._prompts
+        """Once per rollout worker (one tokenizer), however many rollouts start at once; a failure is retried by
+        the next call.
+
+        OpenRLHF starts every sample's ``execute`` at once: each one asking the weak model and hashing and decoding
+        the vocabulary itself (~3.5 us per token here, ~0.5 s for a 150k-token vocabulary, on the event loop) stalled
+        the first batch for the batch size times that.
+        """
+        prepared = self._prepared
+        if prepared is None or (prepared.done() and (prepared.cancelled() or prepared.exception() is not None)):
+            prepared = self._prepared = asyncio.ensure_future(self._read_vocabulary(hf_tokenizer))
+        return await asyncio.shield(prepared)  # one caller's cancellation does not cancel the others' preparation
+
+    async def _read_vocabulary(self, hf_tokenizer: Any) -> tuple[BoundaryVocabulary, PromptFormat]:
+        """Check the weak model shares the vocabulary, then decode it for the boundary rules.
+
+        On the event loop, once: the stack may use the same tokenizer from the loop meanwhile, and a fast
+        tokenizer entered from two threads at once can fail ("Already borrowed").
+        """
+        weak_info = await self._clients.weak.model_info()
+        policy = getattr(hf_tokenizer, "name_or_path", "") or "the policy"
+        check_same_vocabulary(policy, tokenizer_sha256(hf_tokenizer), weak_info, "llm_engine tokenizer")
+        return BoundaryVocabulary.from_tokenizer(hf_tokenizer), self.settings.prompt_format(hf_tokenizer)
 
     async def execute(
         self,
