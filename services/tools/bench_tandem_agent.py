@@ -142,8 +142,9 @@ async def run_agent_batch(
 
     agent = TandemAgent(settings)
     lengths = [len(tokenizer(text=p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    # The learner path's budget: up to max_new_tokens, within the window (the agent would cut a longer prompt).
-    params = [SamplingParams(temperature=1.0, max_tokens=min(max_new_tokens, context_window - n)) for n in lengths]
+    # The learner path's budget: up to max_new_tokens, within the window less the position the agent keeps for the
+    # boundary lookahead (response_room); one more token and the agent cuts the prompt's first token.
+    params = [SamplingParams(temperature=1.0, max_tokens=min(max_new_tokens, context_window - n - 1)) for n in lengths]
     before = await asyncio.to_thread(weak_service_counters, metrics_url)
     calls, sent, computed = engine.calls, engine.prefix_tokens, engine.computed_prefix_tokens
     try:

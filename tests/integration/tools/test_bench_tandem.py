@@ -53,11 +53,14 @@ def test_bench_tandem_measures_solo_and_tandem_and_counts_the_work(tmp_path: Pat
 @pytest.mark.timeout(400)
 def test_bench_tandem_agent_path_runs_openrlhfs_agent_over_a_vllm_policy(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "services.cli", "bench", "tandem", "--prompts", "4", "--max-new-tokens", "24"]
+    # Up to 100 new tokens (the toy solutions end sooner): the third prompt (101 tokens) then fills the policy's
+    # 192-token window, where a budget that forgets the lookahead's position makes the agent cut the prompt.
+    command = [sys.executable, "-m", "services.cli", "bench", "tandem", "--prompts", "4", "--max-new-tokens", "100"]
     command += ["--engine", "hf", "--repeats", "1", "--json-out", str(out), "--logs", str(tmp_path / "logs")]
     shown = subprocess.run([*command, "--agent"], capture_output=True, text=True, timeout=380)
     assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
     assert "stages ran" not in shown.stderr
+    assert "truncated" not in shown.stderr  # the agent path's prompts are the learner path's, whole
     result = json.loads(out.read_text())
     agent = {r["mode"]: r for r in result["rows"] if r["path"] == "openrlhf agent"}
     assert sorted(agent) == ["solo", "tandem"]
@@ -67,7 +70,7 @@ def test_bench_tandem_agent_path_runs_openrlhfs_agent_over_a_vllm_policy(tmp_pat
     assert solo["rounds"] >= 4 and (solo["continue_calls"], solo["weak_tokens"]) == (0, 0)
     # Tandem: many policy calls, Continue calls counted by the service's own metrics, weak tokens in the rollouts.
     assert tandem["rounds"] > solo["rounds"] and tandem["continue_calls"] > 0 and tandem["weak_tokens"] > 0
-    assert 0 < tandem["response_tokens"] <= 4 * 24 and 0 < solo["response_tokens"] <= 4 * 24
+    assert 0 < tandem["response_tokens"] <= 4 * 100 and 0 < solo["response_tokens"] <= 4 * 100
     # vLLM's prefix caching serves the policy's repeated prefixes; the hf weak engine's prefix cache the weak ones.
     assert tandem["policy_computed_prefix_per_rollout"] < 0.6 * tandem["policy_prefix_tokens_per_rollout"]
     assert 0 < tandem["weak_computed_prefix_per_rollout"] < 0.6 * tandem["weak_prefix_tokens_per_rollout"]
