@@ -58,7 +58,7 @@ bench() {
 }
 
 echo "GPU: $(cat "$OUT/gpu.txt")" > "$OUT/summary.txt"
-bench weak-model 120 legibility bench weak-model --model "$CKPT/causal" --requests 512 --duration 10 \
+bench weak-model 120 legibility bench weak-model --model "$CKPT/causal" --batch 512 --requests 512 --duration 10 \
   --json-out "$OUT/weak-model.json" --png "$OUT/weak-model.png"
 bench verifier-hf 150 legibility bench verifier --model "$CKPT/classifier" --engine hf --device cuda --duration 10 \
   --requests 4000 --no-vllm --json-out "$OUT/verifier-hf.json" --png "$OUT/verifier-hf.png"

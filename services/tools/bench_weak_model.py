@@ -3,15 +3,16 @@
 On the same prompts (the toy task's test problems), greedy, no boundary, a fixed ``max_new_tokens``:
 
 1. raw: vLLM's ``AsyncLLM`` in this process, configured and called as the service calls it (the same
-   ``SamplingParams``: final output only, no detokenising without stop strings): (a) as many continuations as one
-   service level sends, all submitted at once -- the most the engine gives; (b) the same requests from 1, 8 and 64
-   concurrent loops, one continuation each -- what vLLM itself gives at that concurrency;
+   ``SamplingParams``: final output only, no detokenising without stop strings): (a) ``--batch`` continuations
+   submitted all at once -- the most the engine gives a batch job; (b) the same prompts from 1, 8 and 64 concurrent
+   loops, one continuation each -- what vLLM itself gives at that concurrency;
 2. the service (``python -m services.weak_model``, a separate process) on loopback (engine vllm; optionally also
    hf), Continue with one item per request from 1, 8 and 64 concurrent clients.
 
-Every level is bounded by a request count and a duration. It prints generated tokens per second and two ratios side
-by side: to raw all at once, and to raw at the same concurrency (the service's own cost). The engines run one after
-the other (never two on the CPU at once).
+Each level measures steady state: every client first makes WARMUP_CALLS calls that are not counted, then the level
+runs ``--duration`` seconds (or until ``--requests`` calls, when given). It prints generated tokens per second and
+two ratios side by side: to raw all at once, and to raw at the same concurrency (the service's own cost). The
+engines run one after the other (never two on the CPU at once).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +45,10 @@ START_TIMEOUT_S = 240.0
 
 RAW = "raw"
 """The ``engine`` of raw AsyncLLM rows."""
+
+WARMUP_CALLS = 2
+"""Calls per client before a level counts: without them a level opens with every client's first call at once, all
+prefilled in one step, a start no steady load has."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,13 @@ def raw_sampling_params(max_new_tokens: int) -> Any:
 
 
 async def measure_raw(
-    model: Path, prompts: list[str], max_new_tokens: int, levels: list[int], requests: int, duration: float
+    model: Path,
+    prompts: list[str],
+    max_new_tokens: int,
+    levels: list[int],
+    batch_size: int,
+    requests: int | None,
+    duration: float,
 ) -> list[Measured]:
     """vLLM alone, the service's AsyncLLM configuration: all requests at once, then from each number of loops."""
     from transformers import AutoConfig, AutoTokenizer
@@ -135,7 +147,7 @@ async def measure_raw(
             assert final is not None
             return len(final.outputs[0].token_ids) - int(final.outputs[0].finish_reason == "stop")
 
-        batch = list(itertools.islice(itertools.cycle(prompts), max(requests, max(levels))))
+        batch = list(itertools.islice(itertools.cycle(prompts), batch_size))
         with stage(f"raw AsyncLLM, {len(batch)} requests at once"):
             await asyncio.gather(*(one(p) for p in prompts))  # warm-up: every prompt once, as the service gets
             started = time.perf_counter()
@@ -153,7 +165,13 @@ async def measure_raw(
 
 
 async def measure_service(
-    engine: str, model: Path, prompts: list[str], max_new_tokens: int, levels: list[int], requests: int, duration: float
+    engine: str,
+    model: Path,
+    prompts: list[str],
+    max_new_tokens: int,
+    levels: list[int],
+    requests: int | None,
+    duration: float,
 ) -> list[Measured]:
     """The service, ``python -m services.weak_model`` in a subprocess on loopback (so the clients do not share its
     GIL, as in production), driven by Continue (one item per request) from each number of concurrent clients."""
@@ -212,28 +230,35 @@ async def _level(
     call: Callable[[str], Awaitable[int]],
     prompts: list[str],
     clients: int,
-    requests: int,
+    requests: int | None,
     duration: float,
 ) -> Measured:
-    """``clients`` concurrent loops share ``max(requests, clients)`` calls; each loop stops once past ``duration``."""
-    feed = itertools.islice(itertools.cycle(prompts), max(requests, clients))  # a prompt goes to whichever is free
-    started = time.perf_counter()
-    deadline = started + duration
-    done = [0, 0]  # requests, tokens
+    """``clients`` concurrent loops, after WARMUP_CALLS uncounted calls each, call until ``duration`` has passed (or
+    ``requests`` calls were made); a prompt goes to whichever loop is free. Calls still running at the end finish
+    and count, and the time runs until the last one ends."""
+    feed = itertools.cycle(prompts)
+    limit = math.inf if requests is None else requests
 
-    async def client() -> None:
-        for prompt in feed:
-            tokens = await call(prompt)  # awaited first: `done[1] += await ...` would add to a stale read
+    async def warm() -> None:
+        for _ in range(WARMUP_CALLS):
+            await call(next(feed))
+
+    done = [0, 0, 0]  # calls started, calls finished, tokens
+
+    async def client(deadline: float) -> None:
+        while done[0] < limit and time.perf_counter() < deadline:
             done[0] += 1
-            done[1] += tokens
-            if time.perf_counter() > deadline:
-                return
+            tokens = await call(next(feed))  # awaited first: `done[2] += await ...` would add to a stale read
+            done[1] += 1
+            done[2] += tokens
 
     with stage(label):
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(warm() for _ in range(clients)))
+        started = time.perf_counter()
+        await asyncio.gather(*(client(started + duration) for _ in range(clients)))
     seconds = time.perf_counter() - started
-    log.info("%s: %d requests, %d tokens in %.1f s", label, done[0], done[1], seconds)
-    return Measured(label, done[0], done[1], seconds, engine, clients)
+    log.info("%s: %d requests, %d tokens in %.1f s", label, done[1], done[2], seconds)
+    return Measured(label, done[1], done[2], seconds, engine, clients)
 
 
 def _ratio(value: float | None) -> str:
@@ -297,10 +322,17 @@ def stage_count(levels: list[int], hf: bool) -> int:
 
 
 async def run_bench(
-    model: Path, prompts: int, max_new_tokens: int, levels: list[int], requests: int, duration: float, hf: bool
+    model: Path,
+    prompts: int,
+    max_new_tokens: int,
+    levels: list[int],
+    batch_size: int,
+    requests: int | None,
+    duration: float,
+    hf: bool,
 ) -> Run:
     texts = bench_prompts(prompts)
-    rows = await measure_raw(model, texts, max_new_tokens, levels, requests, duration)
+    rows = await measure_raw(model, texts, max_new_tokens, levels, batch_size, requests, duration)
     rows += await measure_service("vllm", model, texts, max_new_tokens, levels, requests, duration)
     if hf:
         rows += await measure_service("hf", model, texts, max_new_tokens, levels, requests, duration)
@@ -312,8 +344,13 @@ def bench_weak_model(
     prompts: Annotated[int, typer.Option(min=1, help="Distinct toy test prompts, cycled through.")] = 128,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per continuation (greedy, EOS ends early).")] = 48,
     clients: Annotated[list[int] | None, typer.Option(help="Concurrent clients per level; repeatable.")] = None,
-    requests: Annotated[int, typer.Option(min=1, help="Requests per level (the raw run: as many at once).")] = 256,
-    duration: Annotated[float, typer.Option(min=0.1, help="Most seconds per level (a level stops after it).")] = 30.0,
+    batch: Annotated[int, typer.Option(min=1, help="Continuations vLLM gets all at once (the raw reference).")] = 1024,
+    requests: Annotated[
+        int | None, typer.Option(min=1, help="Most requests per level; default: no cap (each runs --duration).")
+    ] = None,
+    duration: Annotated[
+        float, typer.Option(min=0.1, help="Seconds per level, after 2 uncounted calls per client.")
+    ] = 20.0,
     hf: Annotated[bool, typer.Option(help="Also measure the service with the transformers engine.")] = False,
     json_out: Annotated[Path | None, typer.Option(help="Write the measurements as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option(help="Draw tokens/s by clients, with the raw line, here.")] = None,
@@ -323,12 +360,13 @@ def bench_weak_model(
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     levels = sorted(set(clients or [1, 8, 64]))
     with BenchProgress("bench weak-model", stage_count(levels, hf)):
-        run = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, requests, duration, hf))
+        run = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, batch, requests, duration, hf))
     title = f"weak-model throughput: {prompts} toy test prompts, greedy, max_new_tokens {max_new_tokens}, {model.name}"
     Console(width=max(Console().width, 110)).print(table(run, title))
     if json_out is not None:
         settings = {"model": os.path.relpath(model), "prompts": prompts, "max_new_tokens": max_new_tokens}
-        settings |= {"clients": levels, "requests": requests, "duration_s": duration}
+        settings |= {"clients": levels, "batch": batch, "requests": requests, "duration_s": duration}
+        settings |= {"warmup_calls_per_client": WARMUP_CALLS}
         json_out.write_text(json.dumps(to_json(run, settings), indent=2) + "\n")
     if png is not None:
         draw(run, png, title)
