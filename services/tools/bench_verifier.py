@@ -22,7 +22,6 @@ connections open and their batches in their steady shape, as raw does after its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -44,6 +43,7 @@ from services.common.bundled_models import BUNDLED_VERIFIER
 from services.common.ports import free_port
 from services.common.processes import ServiceProcess
 from services.tools.bench_progress import BenchProgress, stage
+from services.tools.closed_loop import closed_loop
 from services.verifier.settings import VerifierSettings
 
 log = logging.getLogger(__name__)
@@ -254,35 +254,20 @@ async def _wait_healthy(session: Any, url: str, process: subprocess.Popen[bytes]
 async def _drive(
     classify, texts: list[list[int]], clients: int, items: int, config: BenchConfig
 ) -> tuple[int, int, float]:
-    """``clients`` loops share ``config.requests`` calls of ``items`` texts (if set), stopping after
-    ``config.duration_s``; each loop's first WARMUP_CALLS calls are not counted."""
+    """(calls ok, calls failed, seconds): ``clients`` loops of ``items`` texts per call (:func:`closed_loop`);
+    each loop's first WARMUP_CALLS calls are not counted."""
 
-    def request(index: int) -> list[list[int]]:
-        return [texts[(index * items + k) % len(texts)] for k in range(items)]
+    async def call(index: int) -> bool:
+        try:
+            await classify([texts[(index * items + k) % len(texts)] for k in range(items)])
+        except Exception:
+            return False
+        return True
 
-    async def warm(first: int) -> None:
-        for index in range(first, first + WARMUP_CALLS):
-            with contextlib.suppress(Exception):
-                await classify(request(index))
-
-    await asyncio.gather(*(warm(c * WARMUP_CALLS) for c in range(clients)))
-    limit = math.inf if config.requests is None else config.requests
-    counts = {"sent": 0, "ok": 0, "failed": 0}
-    started = time.perf_counter()
-    end = started + config.duration_s
-
-    async def client() -> None:
-        while counts["sent"] < limit and time.perf_counter() < end:
-            index = counts["sent"]
-            counts["sent"] += 1
-            try:
-                await classify(request(index))
-                counts["ok"] += 1
-            except Exception:
-                counts["failed"] += 1
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return counts["ok"], counts["failed"], time.perf_counter() - started
+    oks, seconds = await closed_loop(
+        call, clients=clients, warmup_calls=WARMUP_CALLS, requests=config.requests, duration_s=config.duration_s
+    )
+    return sum(oks), len(oks) - sum(oks), seconds
 
 
 async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total: float) -> Row:

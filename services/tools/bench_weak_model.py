@@ -22,7 +22,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from rich.table import Table
 from services.common.bundled_models import BUNDLED_WEAK
 from services.decoding.vllm_shutdown import collect_engines, shut_down
 from services.tools.bench_progress import BenchProgress, stage
+from services.tools.closed_loop import closed_loop
 
 log = logging.getLogger(__name__)
 
@@ -233,32 +233,18 @@ async def _level(
     requests: int | None,
     duration: float,
 ) -> Measured:
-    """``clients`` concurrent loops, after WARMUP_CALLS uncounted calls each, call until ``duration`` has passed (or
-    ``requests`` calls were made); a prompt goes to whichever loop is free. Calls still running at the end finish
-    and count, and the time runs until the last one ends."""
-    feed = itertools.cycle(prompts)
-    limit = math.inf if requests is None else requests
+    """``clients`` concurrent loops over the prompts, cycled (:func:`closed_loop`, WARMUP_CALLS uncounted calls
+    each, then ``duration`` seconds or ``requests`` calls)."""
 
-    async def warm() -> None:
-        for _ in range(WARMUP_CALLS):
-            await call(next(feed))
-
-    done = [0, 0, 0]  # calls started, calls finished, tokens
-
-    async def client(deadline: float) -> None:
-        while done[0] < limit and time.perf_counter() < deadline:
-            done[0] += 1
-            tokens = await call(next(feed))  # awaited first: `done[2] += await ...` would add to a stale read
-            done[1] += 1
-            done[2] += tokens
+    async def one(index: int) -> int:
+        return await call(prompts[index % len(prompts)])
 
     with stage(label):
-        await asyncio.gather(*(warm() for _ in range(clients)))
-        started = time.perf_counter()
-        await asyncio.gather(*(client(started + duration) for _ in range(clients)))
-    seconds = time.perf_counter() - started
-    log.info("%s: %d requests, %d tokens in %.1f s", label, done[1], done[2], seconds)
-    return Measured(label, done[1], done[2], seconds, engine, clients)
+        tokens, seconds = await closed_loop(
+            one, clients=clients, warmup_calls=WARMUP_CALLS, requests=requests, duration_s=duration
+        )
+    log.info("%s: %d requests, %d tokens in %.1f s", label, len(tokens), sum(tokens), seconds)
+    return Measured(label, len(tokens), sum(tokens), seconds, engine, clients)
 
 
 def _ratio(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""How `bench weak-model` runs a level: uncounted warm-up calls per client, then steady load for the duration or up
+"""How the benches run a level: uncounted warm-up calls per client, then steady load for the duration or up
 to a request cap, every call counted once (a fake call, no engines)."""
 
 from __future__ import annotations
@@ -39,3 +39,21 @@ async def test_a_request_cap_counts_exactly_that_many_calls() -> None:
 def _fed(prompts: list[str], count: int) -> list[str]:
     """The prompts in the order the level hands them out: cycled, to whichever client is free."""
     return [prompts[i % len(prompts)] for i in range(count)]
+
+
+async def test_the_verifier_bench_counts_classify_calls_ok_and_failed_after_its_warm_up() -> None:
+    from services.tools.bench_verifier import WARMUP_CALLS as VERIFIER_WARMUP
+    from services.tools.bench_verifier import BenchConfig, _drive
+
+    sent: list[list[list[int]]] = []
+
+    async def classify(inputs: list[list[int]]) -> list[float]:
+        sent.append(inputs)
+        if inputs[0] == [3]:  # one text in four fails
+            raise RuntimeError("HTTP 500")
+        return [0.0] * len(inputs)
+
+    texts = [[0], [1], [2], [3]]
+    ok, failed, _ = await _drive(classify, texts, 2, 1, BenchConfig(requests=8, duration_s=30.0))
+    assert (ok, failed) == (6, 2)  # calls 0..7 of one text each: texts 3 and 7 % 4 fail
+    assert len(sent) == 8 + 2 * VERIFIER_WARMUP  # warm-up calls reach the server, uncounted
