@@ -10,7 +10,6 @@ a submit raises :class:`Overloaded` at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from prometheus_client import Histogram
 
 from services.common.admission import QUEUE_DEPTH, EngineAdmission, admit
 from services.common.errors import NotReady
+from services.common.tasks import cancel_and_wait, wait_for_event
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -84,15 +84,12 @@ class MicroBatcher(Generic[In, Out]):
         """Stop the worker; every waiting or running item fails with NotReady (nothing hangs)."""
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            await cancel_and_wait(worker)
         running, self._running = list(self._running), set()
         for task in running:
             task.cancel()
         for task in running:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         waiting = list(self._waiting)
         self._waiting.clear()
         for entry in waiting:
@@ -146,8 +143,7 @@ class MicroBatcher(Generic[In, Out]):
                 self._running and len(self._waiting) < self.max_batch_size and (remaining := deadline - loop.time()) > 0
             ):
                 self._arrived.clear()  # set by an arrival, and by a batch that finishes
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                await wait_for_event(self._arrived, remaining)
             batch = [self._waiting.popleft() for _ in range(min(self.max_batch_size, len(self._waiting)))]
             for entry in batch:
                 entry.queued = False

@@ -323,7 +323,8 @@ async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
     redis-py's ``PubSub.aclose`` can wait forever for the socket to close (redis/redis-py#3941), which would hang
     whoever stops the watch (a verifier's shutdown). Past the bound the connection is dropped without waiting."""
     try:
-        await asyncio.wait_for(asyncio.shield(pubsub.aclose()), PUBSUB_CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(PUBSUB_CLOSE_TIMEOUT_S):  # not wait_for: see services.common.tasks
+            await asyncio.shield(pubsub.aclose())
     except TimeoutError:
         log.warning("closing pub/sub took over %.0f s; dropping its connection", PUBSUB_CLOSE_TIMEOUT_S)
         if pubsub.connection is not None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from services.common.tasks import cancel_and_wait
 from services.decoding.vllm_shutdown import collect_engines, shut_down
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,7 @@ class EngineSupervisor:
         self._closed = True
         for task in (self._watch, self._recovery):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await cancel_and_wait(task, swallow_errors=True)
         llm, self.llm = self.llm, None
         if llm is not None:
             await shut_down(llm)

@@ -31,6 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from services.common.artifacts import directory_sha256
 from services.common.batching import MicroBatcher, PassThrough
+from services.common.tasks import wait_for_event
 from services.common.weights import WeightsInfo
 from services.decoding.tokens import DECODE, context_window, max_text_chars, tokenizer_sha256
 from services.tasks.prompts import PromptFormat
@@ -172,9 +173,7 @@ class VerifierModel:
 
     async def close(self, grace_s: float = 30.0) -> None:
         """Let calls in flight finish (up to ``grace_s``), then stop; calls still waiting fail with NotReady."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace_s)
-        except TimeoutError:
+        if not await wait_for_event(self._idle, grace_s):
             log.warning("verifier %s: calls still in flight after %.1fs", self._weights.uri, grace_s)
         await self._batcher.stop()
         await self._scorer.close()

@@ -17,6 +17,7 @@ from services.common.artifacts import ArtifactStore
 from services.common.errors import ArtifactError
 from services.common.metrics import MODEL_REFUSED_VERSIONS, MODEL_SWAPS, MODEL_VERSION, REGISTRY_VERSION
 from services.common.registry import VersionRecord, VersionRegistry
+from services.common.tasks import cancel_and_wait
 from services.common.weights import VerifiedWeights
 from services.verifier.model import VerifierModel
 from services.verifier.service import VerifierServicer
@@ -51,9 +52,7 @@ class VersionWatcher:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was logged when it happened
-            await task
+        await cancel_and_wait(task, swallow_errors=True)  # a crash was logged when it happened
 
     def _report_crash(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:

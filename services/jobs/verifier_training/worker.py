@@ -23,6 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from services.common.artifacts import ArtifactStore
 from services.common.registry import Backoff, VersionRegistry
+from services.common.tasks import cancel_and_wait, wait_for_event
 from services.jobs.verifier_training.fulfil import already_published, train_for_request
 from services.jobs.verifier_training.queue import GROUP, KEEP_S, QueueKeys, as_text
 from services.jobs.verifier_training.requests import RetrainFailed, RetrainRequest, RetrainResult
@@ -85,8 +86,7 @@ class Worker:
             except RedisError as error:  # Redis restarting: the entry stays pending, nothing is lost
                 delay = backoff.next_delay()
                 log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay)
+                await wait_for_event(self.stopping, delay)
 
     async def _next(self) -> tuple[str, dict[str, str]] | None:
         """A request whose worker went silent for ``claim_idle_s``, else a new one (waiting up to ``block_s``)."""
@@ -167,9 +167,7 @@ class Worker:
             return
         finally:
             IN_PROGRESS.dec()
-            heartbeat.cancel()
-            with suppress(asyncio.CancelledError):
-                await heartbeat
+            await cancel_and_wait(heartbeat)
             shutil.rmtree(out_dir, ignore_errors=True)  # the store holds the published copy
         TRAIN_SECONDS.observe(result.train_s)
         await self._finish(entry_id, result, "not_retrained" if result.version is None else "published")

@@ -14,7 +14,6 @@ between steps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -25,6 +24,7 @@ from prometheus_client import Gauge
 from services.common.admission import QUEUE_DEPTH, admit
 from services.common.batching import BATCH_SIZE
 from services.common.errors import NotReady
+from services.common.tasks import cancel_and_wait, wait_for_event
 from services.decoding.hf_batch import DecodingBatch, Generated
 from services.decoding.requests import SegmentRequest
 
@@ -99,9 +99,7 @@ class ContinuousDecoder:
         """Stop decoding; every waiting or decoding call fails with NotReady (nothing hangs)."""
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            await cancel_and_wait(worker)
         self._fail([*self._waiting, *self._decoding.values()], NotReady(f"{self.name}: decoder stopped"))
         self._waiting.clear()
         self._decoding.clear()
@@ -189,8 +187,7 @@ class ContinuousDecoder:
         deadline = self._waiting[0].arrived + self.max_delay_s
         while len(self._waiting) < self.max_rows and (remaining := deadline - loop.time()) > 0:
             self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+            await wait_for_event(self._arrived, remaining)
 
     @staticmethod
     def _fail(calls: list[_Call], error: BaseException) -> None:

@@ -32,6 +32,7 @@ from services.verifier.app import start_verifier
 from services.verifier.settings import VerifierSettings
 from services.weak_model.app import start_weak_model
 from services.weak_model.settings import WeakModelSettings
+from tests.support.teardown import bounded
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
@@ -70,10 +71,10 @@ async def services(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator
         settings,
         store,
     )
-    for channel in channels:
-        await channel.close()
-    await verifier_app.stop()
-    await weak_app.stop()
+    for name, channel in zip(("weak model", "verifier"), channels, strict=True):
+        await bounded(f"close the {name} channel", channel.close())
+    await bounded("stop the verifier", verifier_app.stop())
+    await bounded("stop the weak model", weak_app.stop())
 
 
 def _config(dca: bool = False, attack_steps: int = 0) -> learner_pb2.RunConfig:

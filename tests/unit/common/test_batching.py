@@ -233,3 +233,34 @@ async def test_stop_fails_items_of_every_running_batch(make: Callable[..., Micro
     await batcher.stop()
     outcomes = await asyncio.gather(*running, return_exceptions=True)
     assert all(isinstance(outcome, NotReady) for outcome in outcomes)
+
+
+@pytest.mark.parametrize("ticks", range(8))
+async def test_stop_ends_when_a_batch_finishes_in_the_same_instant(
+    make: Callable[..., MicroBatcher[int, int]], ticks: int
+) -> None:
+    """The worker gathering a second batch is told to stop just as the first finishes and wakes it. On Python 3.11
+    ``asyncio.wait_for`` dropped the cancellation when the wake-up came first, so the worker ran on and stop() hung
+    (a verifier hot swap closing the old model did, and the service's shutdown after it)."""
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = make(recorder, max_batch_size=4, max_delay_ms=60_000, max_concurrent_batches=2)
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await recorder.entered.wait()
+    second = asyncio.ensure_future(batcher.submit(1))  # gathers: the model is busy, the delay is a minute
+    for _ in range(3):
+        await asyncio.sleep(0)
+    recorder.release.set()  # the first batch returns and sets the worker's wake-up
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    stop = asyncio.ensure_future(batcher.stop())
+    for _ in range(100):  # loop turns, not seconds: stopping awaits nothing outside this loop
+        if stop.done():
+            break
+        await asyncio.sleep(0)
+    assert stop.done(), "stop() is still waiting for the batcher's worker"
+    await stop
+    assert await first == 0
+    outcome = (await asyncio.gather(second, return_exceptions=True))[0]
+    assert outcome == 10 or isinstance(outcome, NotReady)
