@@ -139,3 +139,29 @@ async def test_stopping_fails_every_call(shared: Model) -> None:
     for call in calls:
         with pytest.raises(NotReady, match="decoder stopped"):
             await call
+
+
+@pytest.mark.parametrize("ticks", range(8))
+async def test_stop_ends_when_a_call_arrives_in_the_same_instant(shared: Model, ticks: int) -> None:
+    """The idle decoder gathers a burst; stop() lands just as a second call wakes it. Python 3.11's
+    ``asyncio.wait_for`` dropped that cancellation, and the decoder ran on with stop() waiting for it."""
+    decoder = ContinuousDecoder(
+        "test.stop-race", shared.new_batch, shared.step, max_rows=2, max_queue_size=4, max_delay_ms=60_000
+    )
+    await decoder.start()
+    first = asyncio.ensure_future(decoder.submit_many([shared.request(3)]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the decoder waits up to a minute for more calls to start with this one
+    second = asyncio.ensure_future(decoder.submit_many([shared.request(3, seed=1)]))
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    stop = asyncio.ensure_future(decoder.stop())
+    for _ in range(100):  # loop turns, not seconds: stopping awaits nothing outside this loop
+        if stop.done():
+            break
+        await asyncio.sleep(0)
+    assert stop.done(), "stop() is still waiting for the decoder's worker"
+    await stop
+    for call in (first, second):
+        with pytest.raises(NotReady, match="decoder stopped"):
+            await call
