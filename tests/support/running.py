@@ -10,6 +10,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 
 from services.common.client import open_channel
+from tests.support.teardown import bounded
 
 QUICK: dict[str, Any] = {"port": 0, "metrics_port": 0, "drain_delay_s": 0.0, "grace_period_s": 2.0}
 """Settings every test server shares: free loopback ports, no drain delay, a short grace period."""
@@ -45,9 +46,10 @@ class RunningService(Generic[AppT, StubT]):
         return cls(app, channel, stub_class(channel), health_pb2_grpc.HealthStub(channel), raw, stub_class(raw))
 
     async def stop(self) -> None:
-        await self.channel.close()
-        await self.raw_channel.close()
-        await self.app.stop()
+        name = type(self.app).__name__
+        await bounded(f"close {name}'s client channel", self.channel.close())
+        await bounded(f"close {name}'s raw client channel", self.raw_channel.close())
+        await bounded(f"stop {name}", self.app.stop())
 
 
 class ServiceGroup:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-STEP_TIMEOUT_S = 60.0
+STEP_TIMEOUT_S = 90.0
 
 
 def _first(obj: object, attributes: tuple[str, ...]) -> object | None:

@@ -18,6 +18,7 @@ from services.verifier.settings import VerifierSettings
 from services.weak_model.app import WeakModelApp, start_weak_model
 from services.weak_model.settings import WeakModelSettings
 from tests.support.running import QUICK, RunningService, ServiceGroup
+from tests.support.teardown import bounded
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
 
@@ -34,7 +35,9 @@ class Dependencies:
         return {"weak_model_target": self.weak.server.address, "verifier_target": self.verifier.server.address}
 
     async def stop(self) -> None:
-        await asyncio.gather(self.weak.stop(), self.verifier.stop())
+        await asyncio.gather(
+            bounded("stop the weak model", self.weak.stop()), bounded("stop the verifier", self.verifier.stop())
+        )
 
 
 async def start_dependencies() -> tuple[WeakModelApp, VerifierApp]:
