@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
+from services.common.reaper import guard_descendants
 from services.decoding.vllm_shutdown import shut_down
 from services.tasks.verifier_input import VerifierInput, pad_rows, readout_logits
 
@@ -176,6 +177,7 @@ class VllmScorer:
             max_num_seqs=max_num_seqs,
             gpu_memory_utilization=gpu_memory_utilization,
         )
+        guard_descendants()  # a SIGKILL of this process would leave the engine core running (vllm#55510)
         return cls(AsyncLLM.from_engine_args(args))
 
     async def _one(self, row: list[int]) -> float:

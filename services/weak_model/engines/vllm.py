@@ -42,6 +42,7 @@ from typing import Any
 from services.common.admission import EngineAdmission
 from services.common.errors import NotReady
 from services.common.metrics import count_prefix_cache
+from services.common.reaper import guard_descendants
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.decoding.vllm_heads import PaddedHeadsWorkerExtension, prepare_platform
@@ -106,9 +107,11 @@ def engine_args(
 
 
 def start_async_llm(args: Any) -> Any:
-    """``AsyncLLM.from_engine_args(args)`` (blocking: starts the engine-core process, loads the weights)."""
+    """``AsyncLLM.from_engine_args(args)`` (blocking: starts the engine-core process, loads the weights), with a
+    reaper that stops the engine's processes if this one is killed (see services.common.reaper)."""
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    guard_descendants()
     return AsyncLLM.from_engine_args(args)
 
 

@@ -71,3 +71,30 @@ async def test_cli_exits_with_status_3_when_the_engine_dies_and_restarts_are_use
         # No restart allowed: the service stops itself, for the orchestrator to restart the pod.
         assert await asyncio.wait_for(server.process.wait(), timeout=60) == 3
         assert b"vLLM engine died" in await logs and b"restarts are off" in await logs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_sigkilled_service_leaves_no_vllm_process_behind() -> None:
+    """vLLM's engine core watches no parent (vllm-project/vllm#55510): without the service's reaper, its engine core
+    and worker were still running 30 s after ``kill -9`` of the service."""
+    env = {**os.environ, "LEGIBILITY_MODEL_PATH": str(WEAK_MODEL)}
+    children: list[psutil.Process] = []
+    try:
+        async with cli_server("weak-model", "--engine", "vllm", env=env, start_timeout_s=240) as server:
+            assert server.process.stderr is not None
+            logs = asyncio.ensure_future(server.process.stderr.read())
+            children = psutil.Process(server.process.pid).children(recursive=True)
+            core = engine_core(server.process.pid)
+            engine = [c for c in children if c.pid == core.pid or core.pid in {p.pid for p in c.parents()}]
+            assert len(engine) >= 2, [(c.pid, c.name()) for c in children]  # the engine core and its worker
+            server.process.kill()
+            # The engine's processes and the reaper (psutil polls them: they are not this process's children).
+            _, alive = await asyncio.to_thread(psutil.wait_procs, children, 60)
+            assert [(p.pid, p.name()) for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+            await asyncio.wait_for(server.process.wait(), 30)  # its stderr ends with the last process holding it
+            assert f"reaper: process {server.process.pid} ended; stopped".encode() in await logs
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
