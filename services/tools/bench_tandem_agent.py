@@ -45,7 +45,8 @@ class RolloutEngine:
     def start(cls, path: Path, context_window: int, max_num_seqs: int) -> RolloutEngine:
         """The policy on vLLM, configured as the weak model's vllm engine (CPU-safe, GPT-2 head padding), with
         :data:`GPU_SHARE` of a GPU; blocking."""
-        from services.weak_model.engines.vllm import engine_args, start_async_llm
+        from services.decoding.vllm_start import start_async_llm
+        from services.weak_model.engines.vllm import engine_args
 
         args = engine_args(
             path, context_window=context_window, seed=0, max_num_seqs=max_num_seqs, gpu_memory_utilization=GPU_SHARE

@@ -128,7 +128,8 @@ async def measure_raw(
     from vllm.inputs import tokens_input
 
     from services.decoding.tokens import context_window
-    from services.weak_model.engines.vllm import engine_args, start_async_llm
+    from services.decoding.vllm_start import start_async_llm
+    from services.weak_model.engines.vllm import engine_args
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     window = context_window(AutoConfig.from_pretrained(model), tokenizer)

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import torch
 
-from services.common.reaper import guard_descendants
 from services.decoding.vllm_shutdown import shut_down
+from services.decoding.vllm_start import start_async_llm
 from services.tasks.verifier_input import VerifierInput, pad_rows, readout_logits
 
 log = logging.getLogger(__name__)
@@ -169,16 +169,13 @@ class VllmScorer:
     @classmethod
     def start(cls, path: Path, *, context_window: int, max_num_seqs: int, gpu_memory_utilization: float) -> VllmScorer:
         """Start the engine (blocking: its engine-core process loads the weights; ~30 s on 2 CPU cores)."""
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         args = vllm_engine_args(
             path,
             context_window=context_window,
             max_num_seqs=max_num_seqs,
             gpu_memory_utilization=gpu_memory_utilization,
         )
-        guard_descendants()  # a SIGKILL of this process would leave the engine core running (vllm#55510)
-        return cls(AsyncLLM.from_engine_args(args))
+        return cls(start_async_llm(args))
 
     async def _one(self, row: list[int]) -> float:
         from vllm.inputs import tokens_input

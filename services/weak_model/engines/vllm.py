@@ -42,11 +42,11 @@ from typing import Any
 from services.common.admission import EngineAdmission
 from services.common.errors import NotReady
 from services.common.metrics import count_prefix_cache
-from services.common.reaper import guard_descendants
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenizerAccessors, TokenTable
 from services.decoding.vllm_heads import PaddedHeadsWorkerExtension, prepare_platform
 from services.decoding.vllm_segments import BoundaryVocabulary, Sampling, generate_segment
+from services.decoding.vllm_start import start_async_llm
 from services.decoding.vllm_supervisor import EngineSupervisor, GiveUpCallback, HealthCallback
 from services.weak_model.engine import (
     Continuation,
@@ -104,15 +104,6 @@ def engine_args(
         gpu_memory_utilization=gpu_memory_utilization,
         disable_log_stats=True,
     )
-
-
-def start_async_llm(args: Any) -> Any:
-    """``AsyncLLM.from_engine_args(args)`` (blocking: starts the engine-core process, loads the weights), with a
-    reaper that stops the engine's processes if this one is killed (see services.common.reaper)."""
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    guard_descendants()
-    return AsyncLLM.from_engine_args(args)
 
 
 async def _all_or_none(run: Callable[[Any], Awaitable[Any]], items: Sequence[Any]) -> list[Any]:

@@ -16,6 +16,7 @@ from services.decoding.hf_batch import DecodingBatch, Generated
 from services.decoding.requests import SegmentRequest
 from services.decoding.tokens import TokenTable
 from services.weak_model.engines.hf_continuous import ContinuousDecoder
+from tests.support.loop_turns import turns, within_turns
 
 WEAK = Path(__file__).resolve().parents[3] / "models" / "weak"
 PROMPT = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?\n"
@@ -150,16 +151,10 @@ async def test_stop_ends_when_a_call_arrives_in_the_same_instant(shared: Model, 
     )
     await decoder.start()
     first = asyncio.ensure_future(decoder.submit_many([shared.request(3)]))
-    for _ in range(3):
-        await asyncio.sleep(0)  # the decoder waits up to a minute for more calls to start with this one
+    await turns(3)  # the decoder waits up to a minute for more calls to start with this one
     second = asyncio.ensure_future(decoder.submit_many([shared.request(3, seed=1)]))
-    for _ in range(ticks):
-        await asyncio.sleep(0)
-    stop = asyncio.ensure_future(decoder.stop())
-    for _ in range(100):  # loop turns, not seconds: stopping awaits nothing outside this loop
-        if stop.done():
-            break
-        await asyncio.sleep(0)
+    await turns(ticks)
+    stop = await within_turns(decoder.stop())
     assert stop.done(), "stop() is still waiting for the decoder's worker"
     await stop
     for call in (first, second):

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from services.common.batching import MicroBatcher
 from services.common.errors import NotReady, Overloaded
+from tests.support.loop_turns import turns, within_turns
 
 
 class Recorder:
@@ -249,16 +250,10 @@ async def test_stop_ends_when_a_batch_finishes_in_the_same_instant(
     first = asyncio.ensure_future(batcher.submit(0))
     await recorder.entered.wait()
     second = asyncio.ensure_future(batcher.submit(1))  # gathers: the model is busy, the delay is a minute
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns(3)
     recorder.release.set()  # the first batch returns and sets the worker's wake-up
-    for _ in range(ticks):
-        await asyncio.sleep(0)
-    stop = asyncio.ensure_future(batcher.stop())
-    for _ in range(100):  # loop turns, not seconds: stopping awaits nothing outside this loop
-        if stop.done():
-            break
-        await asyncio.sleep(0)
+    await turns(ticks)
+    stop = await within_turns(batcher.stop())
     assert stop.done(), "stop() is still waiting for the batcher's worker"
     await stop
     assert await first == 0
