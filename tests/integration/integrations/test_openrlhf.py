@@ -25,6 +25,7 @@ from vllm import SamplingParams
 
 from services.common.client import open_channel
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
+from services.common.reaper import guard_descendants
 from services.decoding.vllm_heads import PAD_HEADS_ENV, PaddedHeadsWorkerExtension
 from services.learner.clients.weak_model import WeakModelClient
 from services.learner.integrations import openrlhf_agent, openrlhf_reward
@@ -66,7 +67,7 @@ def agent_actor(ray_cluster: None, services: Services) -> Any:
     """OpenRLHF's rollout actor as ``train_ppo_ray`` creates it, with our agent file and our services' env."""
     env = services.env(seed=str(SEED), agent_reward="correctness+verifier")
     env |= {PAD_HEADS_ENV: "1", "VLLM_CPU_KVCACHE_SPACE": "1"}  # vLLM's CPU kernels and the toy models' heads
-    return RolloutRayActor.options(num_cpus=1, runtime_env={"env_vars": env}).remote(
+    actor = RolloutRayActor.options(num_cpus=1, runtime_env={"env_vars": env}).remote(
         model=str(STRONG),
         tokenizer=str(STRONG),
         dtype="float32",
@@ -79,6 +80,10 @@ def agent_actor(ray_cluster: None, services: Services) -> Any:
         distributed_executor_backend=None,
         agent_func_path=openrlhf_agent.__file__,
     )
+    # ray.shutdown() kills the actor, and the vLLM engine it started would run on (vllm-project/vllm#55510; one was
+    # found 11 min after a CI run): the actor's process gets our reaper, which stops it.
+    ray.get(actor.__ray_call__.remote(lambda _: guard_descendants()))
+    return actor
 
 
 def policy_flags(response: dict[str, Any]) -> list[bool]:
