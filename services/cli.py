@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -130,6 +129,7 @@ def demo(
 
     With --task/--data and --policy/--weak/--verifier it runs on your own data and checkpoints instead of the toy world.
     """
+    from services.common.lifetime import run_command
     from services.common.logs import configure_logging
     from services.demo import DemoGame, DemoModels, run_demo
     from services.tasks.catalog import load_task
@@ -171,9 +171,7 @@ def demo(
             base_samples=base_problems,
             retrain=retrain,
         )
-        # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services and Redis it started are stopped too.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        asyncio.run(run_demo(out, quick, redis_url, models, game, tandem_steps))
+        run_command(run_demo(out, quick, redis_url, models, game, tandem_steps))
     except RuntimeError as error:
         console.print(f"[red]demo failed:[/red] {error}")
         raise typer.Exit(1) from error

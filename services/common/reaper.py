@@ -3,7 +3,8 @@
 vLLM's engine core watches no parent (vllm-project/vllm#55510): SIGKILL a service that runs a vLLM engine (an OOM
 kill, a supervisor that signals only the main process) and the engine core and its worker run on under pid 1,
 holding their memory; on a GPU, the KV cache the restarted service then cannot allocate. :func:`guard_descendants`
-starts, once per process, a small watcher beside it:
+starts, once per process, a small watcher beside it (the vLLM engines, and every command that starts processes:
+the demo, the benches; see :mod:`services.common.lifetime`):
 
 - in a session of its own, so a signal to the service's process group leaves it to clean up after the group;
 - every ``POLL_S`` it notes the service's descendants (pid and start time, so a reused pid is never signalled);

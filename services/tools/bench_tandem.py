@@ -40,6 +40,7 @@ from services.common.bundled_models import BUNDLED_STRONG, BUNDLED_WEAK
 from services.common.client import open_channel
 from services.common.cpu_cores import available_cores, format_cores, halves, pin_to
 from services.common.genproto.legibility.v1 import weak_model_pb2_grpc
+from services.common.lifetime import run_command
 from services.common.ports import free_port
 from services.common.processes import ServiceProcess
 from services.decoding.requests import SegmentRequest
@@ -480,7 +481,7 @@ def bench_tandem(
         pin_to(policy_cores)  # before the agent path's vLLM engine starts here: its processes inherit the cores
     try:
         with BenchProgress("bench tandem", stage_count(len(engines), repeats, with_agent)):
-            result = asyncio.run(
+            result = run_command(
                 run_bench(
                     engines, prompts, max_new_tokens, policy, weak_model, logs, prefix_cache, repeats, with_agent,
                     format_cores(weak_cores),

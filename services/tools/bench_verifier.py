@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_VERIFIER
+from services.common.lifetime import run_command
 from services.common.ports import free_port
 from services.common.processes import ServiceProcess
 from services.tools.bench_progress import BenchProgress, stage
@@ -407,7 +408,7 @@ def bench_verifier(
         hf_worker=hf_worker,
     )
     with BenchProgress("bench verifier", stage_count(config)):
-        raw, rows = asyncio.run(run_bench(config))
+        raw, rows = run_command(run_bench(config))
     from services.verifier.model import resolve_device, resolve_hf_worker
 
     title = (

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.bundled_models import BUNDLED_WEAK
+from services.common.lifetime import run_command
 from services.decoding.vllm_shutdown import collect_engines, shut_down
 from services.tools.bench_progress import BenchProgress, stage
 from services.tools.closed_loop import closed_loop
@@ -347,7 +348,7 @@ def bench_weak_model(
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     levels = sorted(set(clients or [1, 8, 64]))
     with BenchProgress("bench weak-model", stage_count(levels, hf)):
-        run = asyncio.run(run_bench(model, prompts, max_new_tokens, levels, batch, requests, duration, hf))
+        run = run_command(run_bench(model, prompts, max_new_tokens, levels, batch, requests, duration, hf))
     title = f"weak-model throughput: {prompts} toy test prompts, greedy, max_new_tokens {max_new_tokens}, {model.name}"
     Console(width=max(Console().width, 110)).print(table(run, title))
     if json_out is not None:

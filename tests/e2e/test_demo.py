@@ -99,16 +99,17 @@ def _check_queue_mode_gives(in_process: dict, out: Path) -> None:
     assert sum("retraining queued on legibility:retrain" in e["message"] for e in events) == 2
     log = (root / "logs" / "worker.log").read_text()
     assert log.count(": published (v") == 2, log[-2000:]
-    assert _processes_mentioning(str(root)) == []  # the worker stopped with the demo
+    assert _processes_mentioning(str(root)) == {}  # the worker stopped with the demo
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line mentions ``text`` (the demo's folder is in every service's flags)."""
-    found = []
+def _processes_mentioning(text: str) -> dict[int, str]:
+    """Pid -> command line of the processes whose command line mentions ``text`` (the demo's folder is in every
+    service's flags)."""
+    found = {}
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if text.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
+            if text.encode() in (line := cmdline.read_bytes()):
+                found[int(cmdline.parent.name)] = line.replace(b"\0", b" ").decode(errors="replace")[:300]
         except OSError:
             continue  # gone meanwhile
     return found
@@ -117,22 +118,28 @@ def _processes_mentioning(text: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_terminated_demo_stops_its_services_and_redis(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [LEGIBILITY, "demo", "--quick", "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    output = tmp_path / "demo.out"
+    with output.open("wb") as sink:
+        demo = subprocess.Popen(
+            [LEGIBILITY, "demo", "--quick", "--out", str(tmp_path / "out")], stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 200
-        while not list(tmp_path.glob("demo-*/demo.json")):  # written once every service is SERVING
+        while not list(tmp_path.glob("out/demo-*/demo.json")):  # written once every service is started
             assert demo.poll() is None and time.monotonic() < deadline, "the demo never got its services up"
             time.sleep(0.5)
         assert len(_processes_mentioning(str(tmp_path))) >= 3  # the demo, the verifier, the learner (their flags)
         demo.terminate()
-        assert demo.wait(60) != 0
+        returncode = demo.wait(60)
+        # At once: the demo itself waited for what it started (its reaper would catch a leftover only later).
+        left = _processes_mentioning(str(tmp_path))
     finally:
         demo.kill()
-    time.sleep(1)
-    assert _processes_mentioning(str(tmp_path)) == []
-    (where_file,) = tmp_path.glob("demo-*/demo.json")
+    said = output.read_text(errors="replace")[-3000:]
+    assert left == {}, said
+    assert returncode == 143, said  # SIGTERM cancelled the run and the demo's cleanup ran to its end
+    assert "stopped by SIGTERM; the processes it started are stopped" in said
+    (where_file,) = tmp_path.glob("out/demo-*/demo.json")
     where = json.loads(where_file.read_text())
     for target in where["services"].values():  # the weak model's flags do not name the folder: its port does
         host, port = target.rsplit(":", 1)
