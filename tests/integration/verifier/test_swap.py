@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from prometheus_client import REGISTRY
 
@@ -13,7 +14,9 @@ from services.common.artifacts import ArtifactStore
 from services.common.genproto.legibility.v1 import verifier_pb2
 from services.common.publish import publish_checkpoint
 from services.common.registry import VersionRecord, VersionRegistry, connect
+from services.decoding.vllm_supervisor import engine_processes
 from services.verifier.forward_process import ProcessTorchScorer
+from services.verifier.scorers import VllmScorer
 from tests.integration.verifier.conftest import VERIFIER_MODEL
 
 PROBLEM = "Ann has 4 bags of 7 pens. She gets 3 more. How many pens now?"
@@ -50,10 +53,11 @@ def store(tmp_path: Path) -> ArtifactStore:
 @pytest.fixture
 async def watching(request, start_server, redis_server, registry, store):
     """A verifier serving registry version 1 and watching for newer ones (hf forward passes in a thread, or in a
-    child process per checkpoint when the test asks for ``process``)."""
+    child process per checkpoint when the test asks for ``process``, or a vLLM engine per checkpoint: ``vllm``)."""
     await publish_checkpoint(registry, store, "verifier", VERIFIER_MODEL)
+    mode = getattr(request, "param", "thread")
     return await start_server(
-        hf_worker=getattr(request, "param", "thread"),
+        **({"engine": "vllm"} if mode == "vllm" else {"hf_worker": mode}),
         registry_version=0,
         watch_registry=True,
         reconcile_interval_s=0.5,
@@ -66,11 +70,19 @@ async def served_version(verifier) -> int:
     return (await verifier.stub.GetModelInfo(INFO, timeout=5)).model.version
 
 
-@pytest.mark.parametrize("watching", ["thread", "process"], indirect=True)
+@pytest.mark.parametrize(
+    "watching",
+    ["thread", "process", pytest.param("vllm", marks=[pytest.mark.slow, pytest.mark.timeout(600)])],
+    indirect=True,
+)
 async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watching, registry, store) -> None:
     verifier = watching
     assert await served_version(verifier) == 1
     first = verifier.app.model
+    first_engine = [  # the old version's vLLM engine core and its worker
+        psutil.Process(core.pid) for core in engine_processes(getattr(first._scorer, "_llm", None))
+    ]
+    first_engine += [child for core in first_engine for child in core.children(recursive=True)]
     swaps_before = sample("legibility_model_swaps_total")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await verifier.stub.Score(verifier_pb2.ScoreRequest(items=ITEMS, min_version=2), timeout=5)
@@ -96,7 +108,8 @@ async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watchi
     try:
         await asyncio.sleep(0.5)
         await publish_checkpoint(registry, store, "verifier", VERIFIER_MODEL)
-        await wait_for(lambda: verifier.app.model.weights.version == 2, within_s=60)  # a child process starts
+        # A child process or a vLLM engine starts (~30 s on 2 cores, beside the one serving).
+        await wait_for(lambda: verifier.app.model.weights.version == 2, within_s=240)
         swapped_at = loop.time()  # attach happened before this: any call started later must see version 2
         await asyncio.sleep(1.0)
     finally:
@@ -120,6 +133,13 @@ async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watchi
     if isinstance(first._scorer, ProcessTorchScorer):  # the old checkpoint's child ends once its calls have drained
         await wait_for(lambda: not first._scorer._process.is_alive(), within_s=60)
         assert verifier.app.model._scorer._process.is_alive()
+    if first_engine:  # the old version's engine is shut down once its calls have drained; the new one serves
+        assert len(first_engine) >= 2 and isinstance(verifier.app.model._scorer, VllmScorer)
+        _, alive = psutil.wait_procs(first_engine, timeout=60)
+        assert alive == []
+        assert first._scorer._llm is None and all(
+            p.is_alive() for p in engine_processes(verifier.app.model._scorer._llm)
+        )
 
 
 async def test_corrupt_or_unloadable_versions_are_refused_and_the_old_one_keeps_serving(
