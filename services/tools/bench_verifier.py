@@ -9,9 +9,11 @@ On the same checkpoint and the same pairs (the load generator's toy problems, pl
    :func:`services.tools.loadtest_verifier.run_loadtest` over gRPC Score from 1, 8 and 64 concurrent clients with
    one item per request (RL reward calls), and 64 clients with 8 items per request;
 3. vLLM's own OpenAI server with the pooling runner (``--convert classify``), ``POST /classify`` from 64 concurrent
-   clients; its probabilities are checked against sigmoid of our scores. The bundled GPT-2 has 16-wide heads, which
-   vLLM's CPU attention has no kernel for: the server loads the weak-model engine's exact zero-padding patch as its
-   worker extension.
+   clients, sent our encodings twice over: as token ids (both servers score the same tokens; vLLM's skips the
+   tokenising our Score does) and as text (what a user sends either server; used only where the text tokenises back
+   to the same ids); its probabilities are checked against sigmoid of our scores. The bundled GPT-2 has 16-wide
+   heads, which vLLM's CPU attention has no kernel for: the server loads the weak-model engine's exact zero-padding
+   patch as its worker extension.
 
 Scores per second, the ratio to raw and to vLLM's /classify at the same load side by side. Engines run one after
 the other, never two on the CPU at once. Each level runs ``--duration`` seconds (or until ``--requests`` calls, when
@@ -188,11 +190,24 @@ async def _service_row(target: str, config: BenchConfig, clients: int, items: in
     return Row("service gRPC Score", clients, items, report.items_per_s, report.requests_failed)
 
 
-async def measure_vllm(config: BenchConfig, texts: list[list[int]], reference: list[float]) -> list[Row]:
-    """vLLM's OpenAI server, pooling runner, POST /classify; rows plus max |probs - sigmoid(our score)| in the note.
+CLASSIFY_IDS = "vLLM /classify ids"
+CLASSIFY_TEXT = "vLLM /classify text"
 
-    ``texts`` are our encodings (token ids ending in the EOS read-out), so both servers score the same tokens.
-    """
+
+def as_texts(model: Path, encoded: list[list[int]]) -> list[str] | None:
+    """Our encodings as text that vLLM's tokenizer turns back into the same ids (special tokens such as the EOS
+    read-out written out, no special tokens added); None when one does not round-trip."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    texts = [tokenizer.decode(ids) for ids in encoded]
+    back = tokenizer(texts, add_special_tokens=False).input_ids
+    return texts if all(list(b) == ids for b, ids in zip(back, encoded, strict=True)) else None
+
+
+async def measure_vllm(config: BenchConfig, encoded: list[list[int]], reference: list[float]) -> list[Row]:
+    """vLLM's OpenAI server, pooling runner, POST /classify of our encodings (token ids ending in the EOS read-out)
+    as ids and as text; rows plus max |probs - sigmoid(our score)| in each mode's note."""
     import aiohttp
     from transformers import AutoConfig
 
@@ -214,20 +229,28 @@ async def measure_vllm(config: BenchConfig, texts: list[list[int]], reference: l
             with stage("starting vLLM's /classify server"):
                 await _wait_healthy(session, url, process)
 
-            async def classify(inputs: list[list[int]]) -> list[float]:
-                body = {"model": str(config.model), "input": inputs}
+            async def classify(inputs: list[list[int]] | list[str]) -> list[float]:
+                body = {"model": str(config.model), "input": inputs, "add_special_tokens": False}
                 async with session.post(f"{url}/classify", json=body) as response:
                     response.raise_for_status()
                     return [item["probs"][0] for item in (await response.json())["data"]]
 
-            probs = await classify(texts)
-            difference = max(abs(p - 1 / (1 + math.exp(-s))) for p, s in zip(probs, reference, strict=True))
-            note = f"max |probs - sigmoid(our score)| = {difference:.1e} over {len(texts)} pairs"
             rows = []
-            for clients, items in config.vllm_levels:
-                with stage(f"vLLM /classify, {clients} x {items}"):
-                    ok, failed, seconds = await _drive(classify, texts, clients, items, config)
-                rows.append(Row("vLLM /classify", clients, items, ok * items / seconds, failed, note))
+            texts = as_texts(config.model, encoded)
+            for mode, inputs in ((CLASSIFY_IDS, encoded), (CLASSIFY_TEXT, texts)):
+                if inputs is None:
+                    note = "skipped (an encoding does not tokenise back from its text)"
+                else:
+                    probs = await classify(inputs)
+                    difference = max(abs(p - 1 / (1 + math.exp(-s))) for p, s in zip(probs, reference, strict=True))
+                    note = f"{mode}: max |probs - sigmoid(our score)| = {difference:.1e} over {len(inputs)} pairs"
+                for clients, items in config.vllm_levels:
+                    with stage(f"{mode}, {clients} x {items}"):
+                        if inputs is None:
+                            rows.append(Row(mode, clients, items, None, note=note))
+                            continue
+                        ok, failed, seconds = await _drive(classify, inputs, clients, items, config)
+                    rows.append(Row(mode, clients, items, ok * items / seconds, failed, note))
             return rows
     finally:
         _stop(process)
@@ -253,7 +276,7 @@ async def _wait_healthy(session: Any, url: str, process: subprocess.Popen[bytes]
 
 
 async def _drive(
-    classify, texts: list[list[int]], clients: int, items: int, config: BenchConfig
+    classify, texts: list[list[int]] | list[str], clients: int, items: int, config: BenchConfig
 ) -> tuple[int, int, float]:
     """(calls ok, calls failed, seconds): ``clients`` loops of ``items`` texts per call (:func:`closed_loop`);
     each loop's first WARMUP_CALLS calls are not counted."""
@@ -301,8 +324,8 @@ async def measure_raw_vllm(config: BenchConfig, encoded: list[list[int]], total:
 
 def stage_count(config: BenchConfig) -> int:
     """The stages :func:`run_bench` marks: raw (twice with the vllm engine), the service's start and levels, vLLM's
-    server's start and levels."""
-    vllm = 1 + len(config.vllm_levels) if config.vllm else 0
+    server's start and levels (ids, then text)."""
+    vllm = 1 + 2 * len(config.vllm_levels) if config.vllm else 0
     return 1 + (config.engine == "vllm") + 1 + len(config.levels) + vllm
 
 
@@ -321,7 +344,7 @@ async def run_bench(config: BenchConfig) -> tuple[Row, list[Row]]:
             rows += await measure_vllm(config, encoded, reference)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            rows.append(Row("vLLM /classify", 64, 1, None, note=f"skipped ({reason})"))
+            rows.append(Row(CLASSIFY_IDS, 64, 1, None, note=f"skipped ({reason})"))
     return raw, rows
 
 
@@ -340,7 +363,7 @@ def draw(raw: Row, rows: list[Row], path: Path, title: str) -> None:
     from services.tools.bench_plots import Series, draw_throughput
 
     series = []
-    for mode, marker in (("service gRPC Score", "o"), ("vLLM /classify", "s")):
+    for mode, marker in (("service gRPC Score", "o"), (CLASSIFY_IDS, "s"), (CLASSIFY_TEXT, "^")):
         for items in sorted({r.items_per_request for r in rows if r.mode == mode}):
             points = [r for r in rows if r.mode == mode and r.items_per_request == items and r.scores_per_s]
             if points:
@@ -354,18 +377,23 @@ def draw(raw: Row, rows: list[Row], path: Path, title: str) -> None:
 
 def table(raw: Row, rows: list[Row], title: str) -> Table:
     out = Table(title=title)
-    for name in ("mode", "clients", "items/request", "scores/s", "ratio vs raw", "vs /classify", "failed"):
+    columns = ("mode", "clients", "items/request", "scores/s", "ratio vs raw", "vs /classify ids", "vs text", "failed")
+    for name in columns:
         out.add_column(name, justify="left" if name == "mode" else "right")
-    classify = {(r.clients, r.items_per_request): r.scores_per_s for r in rows if r.mode == "vLLM /classify"}
+    theirs = {
+        (r.mode, r.clients, r.items_per_request): r.scores_per_s for r in rows if r.mode.startswith("vLLM /classify")
+    }
     notes = []
     for row in [raw, *rows]:
         if row.scores_per_s is None:
-            out.add_row(row.mode, str(row.clients), str(row.items_per_request), "-", "-", "-", "-")
+            out.add_row(row.mode, str(row.clients), str(row.items_per_request), "-", "-", "-", "-", "-")
         else:
             ratio = "" if row is raw else f"{row.scores_per_s / raw.scores_per_s:.2f}"
-            theirs = classify.get((row.clients, row.items_per_request))
-            versus = f"{row.scores_per_s / theirs:.2f}" if theirs and row.mode.startswith("service") else ""
-            cells = (str(row.clients), str(row.items_per_request), f"{row.scores_per_s:.0f}", ratio, versus)
+            versus = []
+            for mode in (CLASSIFY_IDS, CLASSIFY_TEXT):
+                rate = theirs.get((mode, row.clients, row.items_per_request))
+                versus.append(f"{row.scores_per_s / rate:.2f}" if rate and row.mode.startswith("service") else "")
+            cells = (str(row.clients), str(row.items_per_request), f"{row.scores_per_s:.0f}", ratio, *versus)
             out.add_row(row.mode, *cells, str(row.failed))
         if row.note and row.note not in notes:
             notes.append(row.note)
@@ -417,7 +445,7 @@ def bench_verifier(
         + f", max_batch_size {max_batch_size}, "
         f"max_delay_ms {max_delay_ms:g}, {torch_threads} torch thread(s), {os.cpu_count()} CPUs"
     )
-    Console(width=max(Console().width, 110)).print(table(raw, rows, title))
+    Console(width=max(Console().width, 140)).print(table(raw, rows, title))
     if json_out is not None:
         json_out.write_text(json.dumps(to_json(config, raw, rows), indent=2) + "\n")
     if png is not None:
