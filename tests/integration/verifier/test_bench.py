@@ -77,7 +77,7 @@ def test_classify_text_is_sent_only_where_it_tokenises_back_to_our_ids(tmp_path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
     tokenizer.save_pretrained(tmp_path)
 
-    ids = tokenizer("hello 4*7=28", add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ids = [*tokenizer("hello 4*7=28", add_special_tokens=False).input_ids, tokenizer.eos_token_id]
     assert as_texts(tmp_path, [ids]) == ["hello 4*7=28<|endoftext|>"]  # the EOS read-out written out, not added
     spelt = tokenizer.convert_tokens_to_ids(list("hello"))  # decodes to "hello", which tokenises to one id
     assert len(tokenizer("hello", add_special_tokens=False).input_ids) == 1
