@@ -14,6 +14,7 @@ pytest.importorskip("vllm")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a bound against a hang above the bench's own 400 s: 115 s alone on a slow day here
 def test_bench_weak_model_measures_raw_and_both_engines_and_saves_the_run(tmp_path: Path) -> None:
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     command = [sys.executable, "-m", "services.cli", "bench", "weak-model", "--prompts", "8", "--max-new-tokens", "8"]
