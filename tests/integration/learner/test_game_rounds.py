@@ -35,7 +35,7 @@ from services.weak_model.settings import WeakModelSettings
 from tests.support.teardown import bounded
 from tests.support.workers import Workers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # 44-49 s each on a slow day; 120 s left too little room
 
 
 @dataclass
