@@ -246,14 +246,26 @@ async def measure_vllm(config: BenchConfig, encoded: list[list[int]], reference:
                     note = f"{mode}: max |probs - sigmoid(our score)| = {difference:.1e} over {len(inputs)} pairs"
                 for clients, items in config.vllm_levels:
                     with stage(f"{mode}, {clients} x {items}"):
-                        if inputs is None:
-                            rows.append(Row(mode, clients, items, None, note=note))
-                            continue
-                        ok, failed, seconds = await _drive(classify, inputs, clients, items, config)
-                    rows.append(Row(mode, clients, items, ok * items / seconds, failed, note))
+                        rows.append(await _classify_row(classify, inputs, mode, clients, items, config, note))
             return rows
     finally:
         _stop(process)
+
+
+async def _classify_row(
+    classify,
+    inputs: list[list[int]] | list[str] | None,
+    mode: str,
+    clients: int,
+    items: int,
+    config: BenchConfig,
+    note: str,
+) -> Row:
+    """One /classify level; a skipped row (no rate) where there are no inputs for ``mode``."""
+    if inputs is None:
+        return Row(mode, clients, items, None, note=note)
+    ok, failed, seconds = await _drive(classify, inputs, clients, items, config)
+    return Row(mode, clients, items, ok * items / seconds, failed, note)
 
 
 async def _wait_healthy(session: Any, url: str, process: subprocess.Popen[bytes]) -> None:

@@ -79,10 +79,11 @@ async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watchi
     verifier = watching
     assert await served_version(verifier) == 1
     first = verifier.app.model
-    first_engine = [  # the old version's vLLM engine core and its worker
-        psutil.Process(core.pid) for core in engine_processes(getattr(first._scorer, "_llm", None))
-    ]
-    first_engine += [child for core in first_engine for child in core.children(recursive=True)]
+    first_engine: list[psutil.Process] = []  # the old version's vLLM engine core and its worker
+    if isinstance(first._scorer, VllmScorer):
+        first_engine = [psutil.Process(core.pid) for core in engine_processes(first._scorer._llm)]
+        first_engine += [child for core in first_engine for child in core.children(recursive=True)]
+        assert len(first_engine) >= 2
     swaps_before = sample("legibility_model_swaps_total")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await verifier.stub.Score(verifier_pb2.ScoreRequest(items=ITEMS, min_version=2), timeout=5)
@@ -133,8 +134,8 @@ async def test_swap_under_load_fails_no_call_and_min_version_waits_for_it(watchi
     if isinstance(first._scorer, ProcessTorchScorer):  # the old checkpoint's child ends once its calls have drained
         await wait_for(lambda: not first._scorer._process.is_alive(), within_s=60)
         assert verifier.app.model._scorer._process.is_alive()
-    if first_engine:  # the old version's engine is shut down once its calls have drained; the new one serves
-        assert len(first_engine) >= 2 and isinstance(verifier.app.model._scorer, VllmScorer)
+    if isinstance(first._scorer, VllmScorer):  # the old engine is shut down once its calls drain; the new one serves
+        assert isinstance(verifier.app.model._scorer, VllmScorer)
         _, alive = psutil.wait_procs(first_engine, timeout=60)
         assert alive == []
         assert first._scorer._llm is None and all(
