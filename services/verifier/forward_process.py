@@ -93,6 +93,9 @@ class ProcessTorchScorer:
         self._waiting: collections.deque[Future[list[float]]] = collections.deque()
         self._gone: str | None = None
         """Why no batch can be sent any more (set once the child has exited or been told to stop)."""
+        self._reaping = threading.Lock()
+        """Held while asking after the child's exit: a fork server's child has its exit code read off a pipe,
+        once, so of two threads asking at once the second reads end of file and reports code 255."""
         self._reader = threading.Thread(target=self._read, name=f"{process.name}-reader", daemon=True)
         self._reader.start()
 
@@ -165,8 +168,9 @@ class ProcessTorchScorer:
     def _exited(self) -> str:
         # The pipe broke, so the child is dead or dying; a loaded machine may take seconds to reap it, and its exit
         # code is what the caller is told.
-        self._process.join(30)
-        return f"verifier forward process exited (code {self._process.exitcode})"
+        with self._reaping:
+            self._process.join(30)
+            return f"verifier forward process exited (code {self._process.exitcode})"
 
     async def close(self) -> None:
         await asyncio.to_thread(self._stop)
@@ -177,9 +181,10 @@ class ProcessTorchScorer:
                 self._gone = "verifier forward process stopped"
                 with contextlib.suppress(OSError, ValueError):
                     self._conn.send(None)
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        with self._reaping:
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
         self._reader.join(10)  # the child's exit ends its read
         self._conn.close()
