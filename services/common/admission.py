@@ -82,6 +82,10 @@ class EngineAdmission:
                 f"{name}: {self.queue_depth} items waiting, {items} more would pass max_queue_size "
                 f"{self.max_queue_size}; retry later"
             )
+        current = asyncio.current_task()
+        # A caller may enter already holding a cancel request it caught and did not uncancel(): only a new one is
+        # the caller's own cancellation.
+        cancels_before = current.cancelling() if current is not None else 0
         self._in_flight += items
         self._depth.set(self.queue_depth)
         task = asyncio.ensure_future(work())
@@ -89,8 +93,7 @@ class EngineAdmission:
         try:
             return await task
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():  # the caller itself was cancelled
+            if current is not None and current.cancelling() > cancels_before:  # the caller itself was cancelled
                 raise
             raise NotReady(f"{name}: stopped") from None  # close() cancelled the work
         finally:

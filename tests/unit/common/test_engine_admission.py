@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from prometheus_client import REGISTRY
@@ -78,6 +79,39 @@ async def test_close_fails_running_work_with_not_ready_naming_the_call() -> None
     assert cancelled.is_set() and admission.queue_depth == 0
     with pytest.raises(NotReady, match="not running"):
         await admission.run(1, forever)
+
+
+async def test_a_caller_that_once_caught_a_cancel_still_gets_not_ready_on_close() -> None:
+    """Only a cancel request made during the call is the caller's own: one it caught before (without uncancel)
+    leaves close() failing the call with NotReady, and a new one still cancels it."""
+    admission = EngineAdmission("test-caught", max_running=4, max_queue_size=4)
+    admission.open()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def caller() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # caught, not uncancelled: cancelling() stays 1
+            await asyncio.sleep(3600)
+        await admission.run(1, forever, what="engine.continue")
+
+    call = asyncio.create_task(caller())
+    await settle()
+    call.cancel()
+    await settle()
+    await admission.close()
+    with pytest.raises(NotReady, match=r"^engine\.continue: stopped"):
+        await call
+
+    admission.open()
+    again = asyncio.create_task(caller())
+    await settle()
+    again.cancel()  # caught
+    await settle()
+    again.cancel()  # during the call
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    assert admission.queue_depth == 0
 
 
 def test_bounds_must_be_positive() -> None:
