@@ -236,6 +236,15 @@ class VersionRegistry:
         ignored: set[int] = set()  # lower versions already logged, so reconciling does not repeat the log
         backoff = Backoff()
         down_since: float | None = None
+        consumer = asyncio.current_task()
+        cancels_on_entry = consumer.cancelling() if consumer is not None else 0
+
+        def stop_if_cancelled() -> None:
+            # A cancel of the consuming task that something below lost (a read timeout expiring in the same
+            # instant can turn it into a timeout, then "no message"): without this the watch would run on and
+            # whoever stops it (a verifier's shutdown) would wait forever. Task.cancelling() still counts it.
+            if consumer is not None and consumer.cancelling() > cancels_on_entry:
+                raise asyncio.CancelledError
 
         def newer(raw: bytes | str | None, source: str) -> VersionRecord | None:
             if raw is None:
@@ -283,6 +292,7 @@ class VersionRegistry:
                 while True:
                     remaining = max(0.0, next_reconcile - loop.time())
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+                    stop_if_cancelled()
                     if message is not None and message.get("type") == "message":
                         record = newer(message["data"], "channel")
                         if record is not None:
@@ -298,6 +308,7 @@ class VersionRegistry:
                             last = record.version
                             yield record
             except (RedisError, OSError) as exc:
+                stop_if_cancelled()
                 delay = backoff.next_delay()
                 if down_since is None:
                     down_since = loop.time()

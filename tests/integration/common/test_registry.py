@@ -391,3 +391,32 @@ async def test_cancelling_watcher_is_clean(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     # The watcher's client is still usable afterwards.
     assert await watch_client.ping() is True
+
+
+async def test_a_cancel_lost_below_the_watch_still_ends_it(
+    redis_client: aioredis.Redis, watch_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the pub/sub read loses the cancel (answers "no message" instead, as a read timeout expiring in the same
+    instant can make it), the watch still ends at its next step instead of running on and hanging whoever stops it."""
+    get_message = aioredis.client.PubSub.get_message
+    lost: list[bool] = []
+
+    async def losing_the_cancel(self: aioredis.client.PubSub, *args: object, **kwargs: object) -> object:
+        try:
+            return await get_message(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            if lost:  # only the first: a second cancel ends a watch that ran on, so a failure cannot hang
+                raise
+            lost.append(True)
+            return None
+
+    monkeypatch.setattr(aioredis.client.PubSub, "get_message", losing_the_cancel)
+    watcher = Watcher(VersionRegistry(watch_client), reconcile_interval_s=30.0)
+    await wait_numsub(redis_client, events_channel(NAME), 1)
+    await asyncio.sleep(0.2)  # inside the read now
+    watcher.task.cancel()
+    await asyncio.wait([watcher.task], timeout=10)  # a bound against the hang this guards, not a speed
+    assert lost == [True]
+    assert watcher.task.done(), "the watch ran on after its task was cancelled"
+    assert watcher.task.cancelled()
+    await wait_numsub(redis_client, events_channel(NAME), 0)  # and its pub/sub was closed
