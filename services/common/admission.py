@@ -17,6 +17,7 @@ from typing import TypeVar
 from prometheus_client import Gauge
 
 from services.common.errors import NotReady, Overloaded
+from services.common.tasks import NewCancels
 
 T = TypeVar("T")
 
@@ -82,10 +83,7 @@ class EngineAdmission:
                 f"{name}: {self.queue_depth} items waiting, {items} more would pass max_queue_size "
                 f"{self.max_queue_size}; retry later"
             )
-        current = asyncio.current_task()
-        # A caller may enter already holding a cancel request it caught and did not uncancel(): only a new one is
-        # the caller's own cancellation.
-        cancels_before = current.cancelling() if current is not None else 0
+        caller = NewCancels()
         self._in_flight += items
         self._depth.set(self.queue_depth)
         task = asyncio.ensure_future(work())
@@ -93,7 +91,7 @@ class EngineAdmission:
         try:
             return await task
         except asyncio.CancelledError:
-            if current is not None and current.cancelling() > cancels_before:  # the caller itself was cancelled
+            if caller.arrived():  # the caller itself was cancelled
                 raise
             raise NotReady(f"{name}: stopped") from None  # close() cancelled the work
         finally:

@@ -28,6 +28,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from services.common.errors import InvalidArgument, VersionConflict
+from services.common.tasks import NewCancels
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +237,13 @@ class VersionRegistry:
         ignored: set[int] = set()  # lower versions already logged, so reconciling does not repeat the log
         backoff = Backoff()
         down_since: float | None = None
-        consumer = asyncio.current_task()
-        cancels_on_entry = consumer.cancelling() if consumer is not None else 0
+        consumer = NewCancels()
 
         def stop_if_cancelled() -> None:
             # A cancel of the consuming task that something below lost (a read timeout expiring in the same
             # instant can turn it into a timeout, then "no message"): without this the watch would run on and
-            # whoever stops it (a verifier's shutdown) would wait forever. Task.cancelling() still counts it.
-            if consumer is not None and consumer.cancelling() > cancels_on_entry:
+            # whoever stops it (a verifier's shutdown) would wait forever.
+            if consumer.arrived():
                 raise asyncio.CancelledError
 
         def newer(raw: bytes | str | None, source: str) -> VersionRecord | None:

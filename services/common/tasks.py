@@ -26,21 +26,34 @@ async def wait_for_event(event: asyncio.Event, timeout_s: float) -> bool:
     return False
 
 
+class NewCancels:
+    """The current task's cancel requests from the moment this is made: :meth:`arrived` is True once one more came.
+
+    Compared with the count at that moment, not with zero: a task may already hold a request it caught without
+    ``uncancel()`` (e.g. one closing what it started before re-raising), and that one is not the new one asked about.
+    A request that something below swallowed is still counted by ``Task.cancelling()``, so it is seen too.
+    """
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self._before = self._task.cancelling() if self._task is not None else 0
+
+    def arrived(self) -> bool:
+        return self._task is not None and self._task.cancelling() > self._before
+
+
 async def cancel_and_wait(task: asyncio.Future[object], *, swallow_errors: bool = False) -> None:
     """Cancel ``task`` and wait until it has ended.
 
     Its own CancelledError is expected and dropped; one aimed at the caller is raised. An exception the task ended
     with is raised too, unless ``swallow_errors`` (for tasks that report their own crash when it happens).
     """
-    current = asyncio.current_task()
-    # Compared with the count on entry: a caller already handling a cancellation (e.g. closing what it started
-    # before re-raising) still gets the task stopped and waited for.
-    cancellations = current.cancelling() if current is not None else 0
+    caller = NewCancels()  # a caller already handling a cancellation still gets the task stopped and waited for
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        if current is not None and current.cancelling() > cancellations:
+        if caller.arrived():
             raise
     except Exception:
         if not swallow_errors:
